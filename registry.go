@@ -83,6 +83,9 @@ func NewRegistry(codec Codec) *Registry {
 	}
 }
 
+// Codec returns the codec the registry encodes with.
+func (r *Registry) Codec() Codec { return r.codec }
+
 // Register maps the Go type T to the type name name. T is the value type (a
 // struct, usually); values of T and *T encode under name, and decoding gives a T.
 func Register[T any](r *Registry, name string) error {
