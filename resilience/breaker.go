@@ -1,0 +1,374 @@
+package resilience
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"time"
+)
+
+// State is a breaker's state.
+type State int32
+
+const (
+	Closed   State = iota // calls flow; outcomes are counted
+	Open                  // calls are rejected with an *OpenError
+	HalfOpen              // a few probes flow; the rest are rejected
+)
+
+func (s State) String() string {
+	switch s {
+	case Closed:
+		return "closed"
+	case Open:
+		return "open"
+	case HalfOpen:
+		return "half-open"
+	}
+	return "State(?)"
+}
+
+// Outcome is how a breaker counts a finished call.
+type Outcome int8
+
+const (
+	Success Outcome = iota
+	Failure
+	Ignored // neither: the call says nothing about the callee's health
+)
+
+// DefaultOutcome classifies a non-nil error for a breaker: a cancelled
+// context is Ignored (the caller left; the callee did nothing wrong), an
+// error marked NotReady is a Success (the callee answered), anything else,
+// timeouts included, is a Failure.
+func DefaultOutcome(err error) Outcome {
+	switch {
+	case errors.Is(err, context.Canceled):
+		return Ignored
+	case IsNotReady(err):
+		return Success
+	}
+	return Failure
+}
+
+// BreakerConfig configures a Breaker. The zero value is a usable breaker:
+// a window of the last 100 calls that trips at a 50% failure rate once it
+// holds 20 calls, one probe when half-open, and an open period of 5 s that
+// doubles (±20% jitter) on each consecutive re-open up to 5 min.
+type BreakerConfig struct {
+	// Name identifies the breaker in errors and hooks (the Transport uses
+	// the host).
+	Name string
+
+	// WindowSize is the number of most recent calls the failure rate is
+	// computed over (a count window). Default 100.
+	WindowSize int
+	// WindowDuration, if set, replaces the count window with a time window:
+	// the calls of the last WindowDuration, in ten buckets. A time window
+	// reads the clock on every call.
+	WindowDuration time.Duration
+	// MinCalls is the number of calls the window must hold before the
+	// breaker may trip. Default 20 (capped at WindowSize).
+	MinCalls int
+	// FailureRate in (0, 1] trips the breaker when reached. Default 0.5.
+	FailureRate float64
+
+	// SlowCallDuration, if set, makes a call that took at least this long
+	// count as slow, whatever its outcome; SlowCallRate of slow calls trips
+	// the breaker. Tracking slow calls reads the clock twice per call.
+	SlowCallDuration time.Duration
+	// SlowCallRate in (0, 1]. Default 1 (every call in the window is slow).
+	SlowCallRate float64
+
+	// HalfOpenProbes is how many calls a half-open breaker lets through.
+	// Callers beyond that are rejected, not queued. The breaker closes when
+	// all of them succeed and re-opens at the first failure (or slow probe).
+	// Default 1.
+	HalfOpenProbes int
+	// OpenPeriod returns how long the breaker stays open the n-th
+	// consecutive time it opens (n >= 1; n goes back to 0 when it closes).
+	// Default: Backoff{Initial: 5s, Max: 5min, Jitter: 0.2}.Delay.
+	OpenPeriod func(n int) time.Duration
+	// MaxRetryAfter caps how far a callee's Retry-After hint (see
+	// WithRetryAfter) may extend an open period. Default 5 min.
+	MaxRetryAfter time.Duration
+
+	// Classify maps a non-nil error to an Outcome; nil is always a Success.
+	// Default DefaultOutcome.
+	Classify func(error) Outcome
+	// Clock defaults to the system clock.
+	Clock Clock
+
+	// OnStateChange, if set, is called after each transition, from the
+	// goroutine that caused it. It must not block.
+	OnStateChange func(name string, from, to State)
+	// OnReject, if set, is called for each call the breaker rejects.
+	OnReject func(name string, state State)
+}
+
+// defaultOpenPeriod is the open period schedule used when
+// BreakerConfig.OpenPeriod is nil.
+var defaultOpenPeriod = Backoff{Initial: 5 * time.Second, Max: 5 * time.Minute, Jitter: 0.2}
+
+func (c *BreakerConfig) setDefaults() {
+	if c.WindowSize == 0 {
+		c.WindowSize = 100
+	}
+	if c.MinCalls == 0 {
+		c.MinCalls = min(20, c.WindowSize)
+	}
+	if c.FailureRate == 0 {
+		c.FailureRate = 0.5
+	}
+	if c.SlowCallRate == 0 {
+		c.SlowCallRate = 1
+	}
+	if c.HalfOpenProbes == 0 {
+		c.HalfOpenProbes = 1
+	}
+	if c.OpenPeriod == nil {
+		c.OpenPeriod = defaultOpenPeriod.Delay
+	}
+	if c.MaxRetryAfter == 0 {
+		c.MaxRetryAfter = 5 * time.Minute
+	}
+	if c.Classify == nil {
+		c.Classify = DefaultOutcome
+	}
+	c.Clock = clockOr(c.Clock)
+}
+
+// Validate reports settings that cannot work. Zero fields are valid: they
+// take their defaults.
+func (c BreakerConfig) Validate() error {
+	switch {
+	case c.WindowSize < 0 || c.WindowSize > 1<<20:
+		return errors.New("resilience: BreakerConfig.WindowSize must be in [1, 2^20]")
+	case c.WindowDuration < 0:
+		return errors.New("resilience: BreakerConfig.WindowDuration must be >= 0")
+	case c.MinCalls < 0:
+		return errors.New("resilience: BreakerConfig.MinCalls must be >= 0")
+	case c.WindowDuration == 0 && c.WindowSize > 0 && c.MinCalls > c.WindowSize:
+		return errors.New("resilience: BreakerConfig.MinCalls must not exceed WindowSize")
+	case c.FailureRate < 0 || c.FailureRate > 1:
+		return errors.New("resilience: BreakerConfig.FailureRate must be in (0, 1]")
+	case c.SlowCallDuration < 0:
+		return errors.New("resilience: BreakerConfig.SlowCallDuration must be >= 0")
+	case c.SlowCallRate < 0 || c.SlowCallRate > 1:
+		return errors.New("resilience: BreakerConfig.SlowCallRate must be in (0, 1]")
+	case c.HalfOpenProbes < 0:
+		return errors.New("resilience: BreakerConfig.HalfOpenProbes must be >= 1")
+	case c.MaxRetryAfter < 0:
+		return errors.New("resilience: BreakerConfig.MaxRetryAfter must be >= 0")
+	}
+	return nil
+}
+
+// Breaker is a circuit breaker. It is safe for concurrent use; its state
+// lives in one atomic pointer to an immutable-per-period record, so the
+// closed path takes no lock.
+type Breaker struct {
+	cfg   BreakerConfig
+	phase atomic.Pointer[phase]
+}
+
+// phase is one period of a breaker's life: one closed period with its
+// window, one open period with its rejection error, or one half-open period
+// with its probe counters. A transition swaps in a new phase; outcomes of
+// calls admitted in an earlier phase land on the old one and are dropped.
+type phase struct {
+	state State
+	opens int // consecutive opens, 0 when closed
+
+	cw *countWindow
+	tw *timeWindow
+
+	until  time.Time // open: when half-open begins
+	reject *OpenError
+
+	admitted atomic.Int32 // half-open probes let through
+	passed   atomic.Int32 // half-open probes that succeeded
+}
+
+// NewBreaker returns a closed breaker.
+func NewBreaker(cfg BreakerConfig) (*Breaker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	b := &Breaker{cfg: cfg}
+	b.phase.Store(b.newClosed())
+	return b, nil
+}
+
+func (b *Breaker) newClosed() *phase {
+	p := &phase{state: Closed}
+	if b.cfg.WindowDuration > 0 {
+		p.tw = newTimeWindow(b.cfg.WindowDuration, b.cfg.Clock.Now())
+	} else {
+		p.cw = newCountWindow(b.cfg.WindowSize)
+	}
+	return p
+}
+
+// Name returns the breaker's name.
+func (b *Breaker) Name() string { return b.cfg.Name }
+
+// State returns the current state.
+func (b *Breaker) State() State { return b.phase.Load().state }
+
+// Permit is a breaker's leave to make one call. Report the call's error
+// with Done exactly once.
+type Permit struct {
+	b     *Breaker
+	p     *phase
+	start time.Time // set only when slow calls are tracked
+}
+
+// Allow asks for leave to make a call. It returns an error that Is ErrOpen
+// (an *OpenError) when the breaker is open, or half-open with all its
+// probes taken.
+func (b *Breaker) Allow() (Permit, error) {
+	p := b.phase.Load()
+	switch p.state {
+	case Closed:
+		if b.cfg.SlowCallDuration > 0 {
+			return Permit{b: b, p: p, start: b.cfg.Clock.Now()}, nil
+		}
+		return Permit{b: b, p: p}, nil
+	case HalfOpen:
+		for {
+			n := p.admitted.Load()
+			if int(n) >= b.cfg.HalfOpenProbes {
+				break
+			}
+			if p.admitted.CompareAndSwap(n, n+1) {
+				return Permit{b: b, p: p, start: b.cfg.Clock.Now()}, nil
+			}
+		}
+	}
+	if b.cfg.OnReject != nil {
+		b.cfg.OnReject(b.cfg.Name, p.state)
+	}
+	return Permit{}, p.reject
+}
+
+// Done reports the outcome of the permitted call: err as the callee
+// returned it. Done on a zero Permit does nothing.
+func (pm Permit) Done(err error) {
+	p := pm.p
+	if p == nil {
+		return
+	}
+	b := pm.b
+	o := Success
+	if err != nil {
+		if o = b.cfg.Classify(err); o == Ignored {
+			if p.state == HalfOpen {
+				p.admitted.Add(-1) // give the probe slot back
+			}
+			return
+		}
+	}
+	var bits uint32
+	if o == Failure {
+		bits = bitFailure
+	}
+	if b.cfg.SlowCallDuration > 0 && b.cfg.Clock.Now().Sub(pm.start) >= b.cfg.SlowCallDuration {
+		bits |= bitSlow
+	}
+	switch p.state {
+	case Closed:
+		var c counts
+		if p.cw != nil {
+			if !p.cw.record(bits) {
+				return
+			}
+			c = p.cw.counts()
+		} else {
+			c = p.tw.record(b.cfg.Clock.Now(), bits)
+			if bits == 0 {
+				return
+			}
+		}
+		if b.shouldTrip(c) {
+			b.open(p, err)
+		}
+	case HalfOpen:
+		if bits != 0 {
+			b.open(p, err)
+		} else if int(p.passed.Add(1)) >= b.cfg.HalfOpenProbes {
+			b.transition(p, b.newClosed())
+		}
+	}
+}
+
+func (b *Breaker) shouldTrip(c counts) bool {
+	if c.calls == 0 || c.calls < b.cfg.MinCalls {
+		return false
+	}
+	n := float64(c.calls)
+	return float64(c.failures) >= b.cfg.FailureRate*n ||
+		(b.cfg.SlowCallDuration > 0 && float64(c.slow) >= b.cfg.SlowCallRate*n)
+}
+
+// open moves from p (closed or half-open) to a new open period, whose
+// length grows with the number of consecutive opens and may be extended by
+// the failing call's Retry-After hint.
+func (b *Breaker) open(from *phase, cause error) {
+	opens := from.opens + 1
+	d := b.cfg.OpenPeriod(opens)
+	if hint, ok := RetryAfterHint(cause); ok && hint > d {
+		d = min(hint, b.cfg.MaxRetryAfter)
+	}
+	until := b.cfg.Clock.Now().Add(d)
+	next := &phase{state: Open, opens: opens, until: until,
+		reject: &OpenError{Name: b.cfg.Name, Until: until}}
+	if b.transition(from, next) {
+		b.cfg.Clock.AfterFunc(d, func() {
+			b.transition(next, &phase{state: HalfOpen, opens: opens,
+				reject: &OpenError{Name: b.cfg.Name}})
+		})
+	}
+}
+
+func (b *Breaker) transition(from, to *phase) bool {
+	if !b.phase.CompareAndSwap(from, to) {
+		return false
+	}
+	if b.cfg.OnStateChange != nil {
+		b.cfg.OnStateChange(b.cfg.Name, from.state, to.state)
+	}
+	return true
+}
+
+// openUntil returns when an open breaker will admit a probe, or the zero
+// time if it is not open.
+func (b *Breaker) openUntil() time.Time { return b.phase.Load().until }
+
+// BreakerSnapshot is a breaker's state and counts at one moment.
+type BreakerSnapshot struct {
+	Name  string
+	State State
+	// Calls, Failures and SlowCalls are the counts in the closed window.
+	Calls, Failures, SlowCalls int
+	// Opens is the number of consecutive opens (0 when closed).
+	Opens int
+	// Until is when an open breaker will admit a probe.
+	Until time.Time
+}
+
+// Snapshot returns the breaker's current state and counts.
+func (b *Breaker) Snapshot() BreakerSnapshot {
+	p := b.phase.Load()
+	s := BreakerSnapshot{Name: b.cfg.Name, State: p.state, Opens: p.opens, Until: p.until}
+	var c counts
+	switch {
+	case p.cw != nil:
+		c = p.cw.counts()
+	case p.tw != nil:
+		c = p.tw.counts(b.cfg.Clock.Now())
+	}
+	s.Calls, s.Failures, s.SlowCalls = c.calls, c.failures, c.slow
+	return s
+}

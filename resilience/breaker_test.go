@@ -1,0 +1,436 @@
+package resilience
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/recado-dev/recado/resilience/resiliencetest"
+)
+
+var errBoom = errors.New("boom")
+
+func newTestBreaker(t *testing.T, cfg BreakerConfig) (*Breaker, *resiliencetest.Clock) {
+	t.Helper()
+	clock := resiliencetest.NewClock(t0)
+	cfg.Clock = clock
+	b, err := NewBreaker(cfg)
+	if err != nil {
+		t.Fatalf("NewBreaker: %v", err)
+	}
+	return b, clock
+}
+
+// call makes one call through b that returns err, and reports whether the
+// breaker let it through.
+func call(b *Breaker, err error) bool {
+	p, rerr := b.Allow()
+	if rerr != nil {
+		return false
+	}
+	p.Done(err)
+	return true
+}
+
+func TestBreakerTripsOnFailureRate(t *testing.T) {
+	tests := []struct {
+		name     string
+		outcomes string // s = success, f = failure, c = cancelled
+		want     State
+	}{
+		{"all successes", "ssssssssss", Closed},
+		{"below min calls", "ffff", Closed},
+		{"min calls reached at rate", "ssfff", Open},
+		{"below rate", "sssssssfff", Closed},
+		{"old successes slid out", "sssssssssssssssssssssfffff", Open},
+		{"cancellations ignored", "ccccccccccssf", Closed},
+		{"rate reached in window", "sssssfffff", Open},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, _ := newTestBreaker(t, BreakerConfig{WindowSize: 10, MinCalls: 5, FailureRate: 0.5})
+			for _, o := range tt.outcomes {
+				var err error
+				switch o {
+				case 'f':
+					err = errBoom
+				case 'c':
+					err = fmt.Errorf("call: %w", context.Canceled)
+				}
+				if !call(b, err) {
+					break
+				}
+			}
+			if got := b.State(); got != tt.want {
+				t.Errorf("after %q: state = %v, want %v (snapshot %+v)", tt.outcomes, got, tt.want, b.Snapshot())
+			}
+		})
+	}
+}
+
+func TestBreakerCancelledContextNotCounted(t *testing.T) {
+	b, _ := newTestBreaker(t, BreakerConfig{WindowSize: 10, MinCalls: 1})
+	for range 50 {
+		if !call(b, context.Canceled) {
+			t.Fatal("breaker rejected a call after cancellations only")
+		}
+	}
+	if s := b.Snapshot(); s.Calls != 0 || s.Failures != 0 || s.State != Closed {
+		t.Errorf("snapshot = %+v, want no calls counted and closed", s)
+	}
+	call(b, context.DeadlineExceeded) // a timeout is the callee's fault
+	if got := b.State(); got != Open {
+		t.Errorf("after a deadline exceeded: state = %v, want open", got)
+	}
+}
+
+func TestBreakerOpenRejectsWithUntil(t *testing.T) {
+	b, _ := newTestBreaker(t, BreakerConfig{Name: "cart", MinCalls: 1, OpenPeriod: func(int) time.Duration { return 7 * time.Second }})
+	call(b, errBoom)
+	_, err := b.Allow()
+	if !errors.Is(err, ErrOpen) {
+		t.Fatalf("Allow on open breaker: err = %v, want ErrOpen", err)
+	}
+	var oe *OpenError
+	if !errors.As(err, &oe) {
+		t.Fatalf("err %T is not *OpenError", err)
+	}
+	if want := t0.Add(7 * time.Second); !oe.Until.Equal(want) || oe.Name != "cart" {
+		t.Errorf("OpenError = %+v, want Name cart, Until %v", oe, want)
+	}
+	_, err2 := b.Allow()
+	if err2 != err {
+		t.Errorf("rejections in one open period return different errors (%p, %p): want one preallocated value", err, err2)
+	}
+}
+
+func TestBreakerOpenPeriodGrowsAndResets(t *testing.T) {
+	var periods []time.Duration
+	b, clock := newTestBreaker(t, BreakerConfig{
+		MinCalls:   1,
+		OpenPeriod: Backoff{Initial: time.Second, Max: 8 * time.Second}.Delay,
+		OnStateChange: func(_ string, from, to State) {
+			if to == Open {
+				// Until is set before the hook runs.
+				periods = append(periods, 0)
+			}
+		},
+	})
+	openFor := func() time.Duration {
+		t.Helper()
+		_, err := b.Allow()
+		var oe *OpenError
+		if !errors.As(err, &oe) || oe.Until.IsZero() {
+			t.Fatalf("Allow: %v, want an open breaker", err)
+		}
+		return oe.Until.Sub(clock.Now())
+	}
+	probe := func(err error) {
+		t.Helper()
+		clock.Advance(openFor())
+		if got := b.State(); got != HalfOpen {
+			t.Fatalf("after the open period: state = %v, want half-open", got)
+		}
+		if !call(b, err) {
+			t.Fatal("half-open breaker rejected the probe")
+		}
+	}
+
+	call(b, errBoom)
+	var got []time.Duration
+	got = append(got, openFor())
+	for range 4 {
+		probe(errBoom)
+		got = append(got, openFor())
+	}
+	want := []time.Duration{1 * time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 8 * time.Second}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("open periods = %v, want %v", got, want)
+	}
+	if s := b.Snapshot(); s.Opens != 5 {
+		t.Errorf("Opens = %d, want 5", s.Opens)
+	}
+
+	probe(nil)
+	if s := b.Snapshot(); s.State != Closed || s.Opens != 0 {
+		t.Fatalf("after a good probe: %+v, want closed with 0 opens", s)
+	}
+	call(b, errBoom)
+	if got := openFor(); got != time.Second {
+		t.Errorf("first open period after closing = %v, want reset to 1s", got)
+	}
+	if len(periods) != 6 {
+		t.Errorf("OnStateChange saw %d opens, want 6", len(periods))
+	}
+}
+
+func TestDefaultOpenPeriodGrowsWithinJitter(t *testing.T) {
+	for n, base := range []time.Duration{5, 10, 20, 40, 80, 160, 300, 300} {
+		base *= time.Second
+		for range 100 {
+			got := defaultOpenPeriod.Delay(n + 1)
+			if lo := base * 8 / 10; got < lo || got > base {
+				t.Fatalf("open period %d = %v, want in [%v, %v]", n+1, got, lo, base)
+			}
+		}
+	}
+}
+
+func TestBreakerRetryAfterExtendsOpenPeriod(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		want time.Duration
+	}{
+		{"no hint", errBoom, 5 * time.Second},
+		{"shorter hint", WithRetryAfter(errBoom, time.Second), 5 * time.Second},
+		{"longer hint", WithRetryAfter(errBoom, 30*time.Second), 30 * time.Second},
+		{"hint capped", WithRetryAfter(errBoom, time.Hour), time.Minute},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, _ := newTestBreaker(t, BreakerConfig{MinCalls: 1, MaxRetryAfter: time.Minute,
+				OpenPeriod: func(int) time.Duration { return 5 * time.Second }})
+			call(b, tt.err)
+			if got := b.Snapshot().Until.Sub(t0); got != tt.want {
+				t.Errorf("open for %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestBreakerHalfOpenAdmitsExactlyNProbes(t *testing.T) {
+	for _, probes := range []int{1, 3, 10} {
+		t.Run(fmt.Sprint(probes), func(t *testing.T) {
+			b, clock := newTestBreaker(t, BreakerConfig{MinCalls: 1, HalfOpenProbes: probes,
+				OpenPeriod: func(int) time.Duration { return time.Second }})
+			call(b, errBoom)
+			clock.Advance(time.Second)
+
+			var admitted, rejected atomic.Int32
+			permits := make(chan Permit, 100)
+			start := make(chan struct{})
+			var wg sync.WaitGroup
+			for range 100 {
+				wg.Go(func() {
+					<-start
+					p, err := b.Allow()
+					switch {
+					case err == nil:
+						admitted.Add(1)
+						permits <- p
+					case errors.Is(err, ErrOpen):
+						rejected.Add(1)
+					}
+				})
+			}
+			close(start)
+			wg.Wait()
+			close(permits)
+			if admitted.Load() != int32(probes) || rejected.Load() != int32(100-probes) {
+				t.Fatalf("admitted %d, rejected %d; want %d and %d", admitted.Load(), rejected.Load(), probes, 100-probes)
+			}
+			i := 0
+			for p := range permits {
+				if i++; i < probes && b.State() != HalfOpen {
+					t.Fatalf("closed after %d of %d good probes", i-1, probes)
+				}
+				p.Done(nil)
+			}
+			if got := b.State(); got != Closed {
+				t.Errorf("after %d good probes: state = %v, want closed", probes, got)
+			}
+		})
+	}
+}
+
+func TestBreakerHalfOpenIgnoredProbeFreesItsSlot(t *testing.T) {
+	b, clock := newTestBreaker(t, BreakerConfig{MinCalls: 1, OpenPeriod: func(int) time.Duration { return time.Second }})
+	call(b, errBoom)
+	clock.Advance(time.Second)
+	p, err := b.Allow()
+	if err != nil {
+		t.Fatalf("first probe: %v", err)
+	}
+	if _, err := b.Allow(); !errors.Is(err, ErrOpen) {
+		t.Fatalf("second probe while the first is in flight: err = %v, want ErrOpen", err)
+	}
+	p.Done(context.Canceled)
+	if !call(b, nil) {
+		t.Fatal("the slot of a cancelled probe was not given back")
+	}
+	if got := b.State(); got != Closed {
+		t.Errorf("state = %v, want closed", got)
+	}
+}
+
+func TestBreakerSlowCallsTrip(t *testing.T) {
+	tests := []struct {
+		name string
+		took time.Duration
+		want State
+	}{
+		{"fast", 999 * time.Millisecond, Closed},
+		{"slow", time.Second, Open},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, clock := newTestBreaker(t, BreakerConfig{WindowSize: 10, MinCalls: 5,
+				SlowCallDuration: time.Second, SlowCallRate: 0.8})
+			for range 5 {
+				p, err := b.Allow()
+				if err != nil {
+					break
+				}
+				clock.Advance(tt.took)
+				p.Done(nil) // successful, but maybe slow
+			}
+			if got := b.State(); got != tt.want {
+				t.Errorf("state = %v, want %v (%+v)", got, tt.want, b.Snapshot())
+			}
+		})
+	}
+}
+
+func TestBreakerSlowProbeReopens(t *testing.T) {
+	b, clock := newTestBreaker(t, BreakerConfig{MinCalls: 1, SlowCallDuration: time.Second,
+		OpenPeriod: func(int) time.Duration { return time.Second }})
+	call(b, errBoom)
+	clock.Advance(time.Second)
+	p, err := b.Allow()
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(2 * time.Second)
+	p.Done(nil)
+	if s := b.Snapshot(); s.State != Open || s.Opens != 2 {
+		t.Errorf("after a slow probe: %+v, want open for the 2nd time", s)
+	}
+}
+
+func TestBreakerTimeWindow(t *testing.T) {
+	b, clock := newTestBreaker(t, BreakerConfig{WindowDuration: 10 * time.Second, MinCalls: 4})
+	for range 3 {
+		call(b, errBoom)
+	}
+	clock.Advance(11 * time.Second) // those failures leave the window
+	for range 3 {
+		call(b, nil)
+	}
+	call(b, errBoom)
+	if s := b.Snapshot(); s.State != Closed || s.Calls != 4 || s.Failures != 1 {
+		t.Fatalf("snapshot = %+v, want closed with 4 calls, 1 failure", s)
+	}
+	for range 2 {
+		call(b, errBoom)
+	}
+	if got := b.State(); got != Open {
+		t.Errorf("3 of 6 failed in the window: state = %v, want open", got)
+	}
+}
+
+func TestBreakerNotReadyCountsAsSuccess(t *testing.T) {
+	b, _ := newTestBreaker(t, BreakerConfig{MinCalls: 1})
+	call(b, MarkNotReady(errBoom))
+	if s := b.Snapshot(); s.State != Closed || s.Calls != 1 || s.Failures != 0 {
+		t.Errorf("snapshot = %+v, want 1 successful call", s)
+	}
+}
+
+func TestBreakerHooks(t *testing.T) {
+	var changes []string
+	var rejects int
+	b, clock := newTestBreaker(t, BreakerConfig{
+		Name: "cart", MinCalls: 1, OpenPeriod: func(int) time.Duration { return time.Second },
+		OnStateChange: func(name string, from, to State) { changes = append(changes, name+":"+from.String()+">"+to.String()) },
+		OnReject:      func(string, State) { rejects++ },
+	})
+	call(b, errBoom)
+	call(b, nil)
+	clock.Advance(time.Second)
+	call(b, nil)
+	want := "[cart:closed>open cart:open>half-open cart:half-open>closed]"
+	if got := fmt.Sprint(changes); got != want {
+		t.Errorf("state changes = %s, want %s", got, want)
+	}
+	if rejects != 1 {
+		t.Errorf("rejections = %d, want 1", rejects)
+	}
+}
+
+func TestBreakerConfigValidate(t *testing.T) {
+	bad := []BreakerConfig{
+		{FailureRate: 1.5}, {WindowSize: -1}, {MinCalls: 200, WindowSize: 100},
+		{SlowCallRate: -0.1}, {HalfOpenProbes: -1}, {WindowDuration: -time.Second},
+	}
+	for _, cfg := range bad {
+		if _, err := NewBreaker(cfg); err == nil {
+			t.Errorf("NewBreaker(%+v) = nil error, want one", cfg)
+		}
+	}
+	if _, err := NewBreaker(BreakerConfig{}); err != nil {
+		t.Errorf("zero config: %v", err)
+	}
+}
+
+// countingClock counts reads, to prove the hot path reads no clock.
+type countingClock struct {
+	resiliencetest.Clock
+	reads atomic.Int64
+}
+
+func (c *countingClock) Now() time.Time { c.reads.Add(1); return c.Clock.Now() }
+
+func TestBreakerClosedSuccessReadsNoClockAndAllocatesNothing(t *testing.T) {
+	clock := &countingClock{Clock: *resiliencetest.NewClock(t0)}
+	b, err := NewBreaker(BreakerConfig{Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reads := clock.reads.Load()
+	allocs := testing.AllocsPerRun(1000, func() {
+		p, err := b.Allow()
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Done(nil)
+	})
+	if allocs != 0 {
+		t.Errorf("allocations per successful call = %v, want 0", allocs)
+	}
+	if got := clock.reads.Load() - reads; got != 0 {
+		t.Errorf("clock reads during successful calls = %d, want 0", got)
+	}
+	call(b, errBoom) // failures may read the clock; the window still counts
+	if s := b.Snapshot(); s.Calls != 100 || s.Failures != 1 {
+		t.Errorf("snapshot = %+v, want a full window with 1 failure", s)
+	}
+}
+
+func TestBreakerOpenRejectionAllocatesNothing(t *testing.T) {
+	b, _ := newTestBreaker(t, BreakerConfig{MinCalls: 1})
+	call(b, errBoom)
+	allocs := testing.AllocsPerRun(1000, func() {
+		if _, err := b.Allow(); err == nil {
+			t.Fatal("open breaker admitted a call")
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("allocations per rejection = %v, want 0", allocs)
+	}
+}
+
+func TestCountWindowSlots(t *testing.T) {
+	for _, n := range []int{1, 3, 7, 100, 1000} {
+		w := newCountWindow(n)
+		for i := range uint64(3 * n) {
+			if got, want := w.slot(i), &w.slots[i%uint64(n)]; got != want {
+				t.Fatalf("n=%d: slot(%d) is not slot %d", n, i, i%uint64(n))
+			}
+		}
+	}
+}

@@ -1,0 +1,157 @@
+package resilience
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"time"
+)
+
+// RetryConfig configures a Retry. The zero value retries up to 3 attempts
+// in all with full-jitter exponential back-off from 100 ms up to 10 s.
+type RetryConfig struct {
+	// MaxAttempts counts the first call too. Default 3; 1 disables retry.
+	MaxAttempts int
+	// MaxElapsed, if set, stops retrying when the next attempt would start
+	// more than MaxElapsed after the first. The context's deadline is
+	// always honoured as well: no back-off sleeps past it.
+	MaxElapsed time.Duration
+	// Backoff is the delay schedule. Zero value: Initial 100 ms, Max 10 s,
+	// Multiplier 2, Jitter 1 (full jitter).
+	Backoff Backoff
+	// Classify sorts errors into Permanent (stop), Transient (back off and
+	// retry) and NotReady (back off and retry; a breaker counts it as a
+	// success). Default Classify.
+	Classify func(error) Class
+	// Budget, if set, caps retries to a ratio of calls (shared by every
+	// Retry that holds it).
+	Budget *RetryBudget
+	// Clock defaults to the system clock.
+	Clock Clock
+	// OnRetry, if set, is called before each back-off sleep with the number
+	// of the attempt that failed, its error and the delay.
+	OnRetry func(attempt int, err error, delay time.Duration)
+}
+
+var defaultBackoff = Backoff{Initial: 100 * time.Millisecond, Max: 10 * time.Second, Multiplier: 2, Jitter: 1}
+
+// Validate reports settings that cannot work.
+func (c RetryConfig) Validate() error {
+	switch {
+	case c.MaxAttempts < 0:
+		return errors.New("resilience: RetryConfig.MaxAttempts must be >= 1")
+	case c.MaxElapsed < 0:
+		return errors.New("resilience: RetryConfig.MaxElapsed must be >= 0")
+	}
+	if c.Backoff != (Backoff{}) {
+		return c.Backoff.Validate()
+	}
+	return nil
+}
+
+// Retry is a retry policy. Use it through a Pipeline.
+type Retry struct {
+	cfg    RetryConfig
+	random func() float64 // jitter source; nil: math/rand/v2 (tests set it)
+}
+
+// NewRetry returns a retry policy.
+func NewRetry(cfg RetryConfig) (*Retry, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.MaxAttempts == 0 {
+		cfg.MaxAttempts = 3
+	}
+	if cfg.Backoff == (Backoff{}) {
+		cfg.Backoff = defaultBackoff
+	}
+	if cfg.Classify == nil {
+		cfg.Classify = Classify
+	}
+	cfg.Clock = clockOr(cfg.Clock)
+	return &Retry{cfg: cfg}, nil
+}
+
+// next decides what follows a failed attempt: the delay before the next
+// one, or the error to give up with. The delay is at least until notBefore
+// (when the pipeline's breaker will admit a probe), if that is set.
+func (r *Retry) next(ctx context.Context, attempt int, start, notBefore time.Time, err error) (time.Duration, error) {
+	if r.cfg.Classify(err) == Permanent || ctx.Err() != nil || attempt >= r.cfg.MaxAttempts {
+		return 0, err
+	}
+	var d time.Duration
+	now := r.cfg.Clock.Now()
+	var open *OpenError
+	if hint, ok := RetryAfterHint(err); ok {
+		d = hint
+	} else if errors.As(err, &open) && !open.Until.IsZero() {
+		d = open.Until.Sub(now) // the breaker will not admit a call before
+	} else {
+		d = r.cfg.Backoff.delay(attempt, r.random)
+	}
+	if wait := notBefore.Sub(now); !notBefore.IsZero() && wait > d {
+		d = wait
+	}
+	if r.cfg.MaxElapsed > 0 && now.Add(d).Sub(start) > r.cfg.MaxElapsed {
+		return 0, err
+	}
+	if dl, ok := ctx.Deadline(); ok && !now.Add(d).Before(dl) {
+		return 0, err // the next attempt could not start in time
+	}
+	if r.cfg.Budget != nil && !r.cfg.Budget.withdraw() {
+		return 0, &budgetError{err}
+	}
+	if r.cfg.OnRetry != nil {
+		r.cfg.OnRetry(attempt, err, d)
+	}
+	return d, nil
+}
+
+// RetryBudget caps retries to a ratio of calls, so that when a callee is
+// down, retries add at most that ratio to its load instead of multiplying
+// it. Each call deposits Ratio of a token, each retry takes one token, and
+// the bucket holds at most Burst tokens (it starts full, so a fresh client
+// can retry a few times before it has made many calls).
+type RetryBudget struct {
+	deposit int64 // milli-tokens per call
+	ceiling int64 // milli-tokens
+	tokens  atomic.Int64
+}
+
+// NewRetryBudget returns a budget allowing about ratio retries per call
+// (0 < ratio <= 1; 0.1 is common) with a reserve of burst retries.
+func NewRetryBudget(ratio float64, burst int) (*RetryBudget, error) {
+	if ratio <= 0 || ratio > 1 {
+		return nil, errors.New("resilience: retry budget ratio must be in (0, 1]")
+	}
+	if burst < 1 {
+		return nil, errors.New("resilience: retry budget burst must be >= 1")
+	}
+	b := &RetryBudget{deposit: int64(ratio * 1000), ceiling: int64(burst) * 1000}
+	b.tokens.Store(b.ceiling)
+	return b, nil
+}
+
+// call credits the budget for one call. When the bucket is full it only
+// reads, so a healthy client does not contend on the counter.
+func (b *RetryBudget) call() {
+	if b.tokens.Load() < b.ceiling {
+		b.tokens.Add(b.deposit) // may overshoot the ceiling by a few deposits under races
+	}
+}
+
+func (b *RetryBudget) withdraw() bool {
+	for {
+		t := b.tokens.Load()
+		if t < 1000 {
+			return false
+		}
+		if b.tokens.CompareAndSwap(t, t-1000) {
+			return true
+		}
+	}
+}
+
+// Tokens returns the retries the budget would allow now.
+func (b *RetryBudget) Tokens() float64 { return float64(b.tokens.Load()) / 1000 }
