@@ -74,24 +74,24 @@ func NewRetry(cfg RetryConfig) (*Retry, error) {
 }
 
 // next decides what follows a failed attempt: the delay before the next
-// one, or the error to give up with. The delay is at least until notBefore
-// (when the pipeline's breaker will admit a probe), if that is set.
+// one, or the error to give up with. notBefore, if set, is when the
+// pipeline's breaker will admit a probe: a retry that would reach an open
+// breaker gives up now rather than be rejected (or wait) there.
 func (r *Retry) next(ctx context.Context, attempt int, start, notBefore time.Time, err error) (time.Duration, error) {
 	if r.cfg.Classify(err) == Permanent || ctx.Err() != nil || attempt >= r.cfg.MaxAttempts {
 		return 0, err
 	}
-	var d time.Duration
 	now := r.cfg.Clock.Now()
-	var open *OpenError
-	if hint, ok := RetryAfterHint(err); ok {
-		d = hint
-	} else if errors.As(err, &open) && !open.Until.IsZero() {
-		d = open.Until.Sub(now) // the breaker will not admit a call before
-	} else {
+	d, hinted := RetryAfterHint(err)
+	if !hinted {
 		d = r.cfg.Backoff.delay(attempt, r.random)
 	}
-	if wait := notBefore.Sub(now); !notBefore.IsZero() && wait > d {
-		d = wait
+	var open *OpenError
+	if errors.As(err, &open) && open.Until.After(notBefore) {
+		notBefore = open.Until
+	}
+	if now.Add(d).Before(notBefore) {
+		return 0, err // fail fast: the breaker would reject the retry
 	}
 	if r.cfg.MaxElapsed > 0 && now.Add(d).Sub(start) > r.cfg.MaxElapsed {
 		return 0, err

@@ -167,43 +167,47 @@ func TestRetryBudgetCapsRetries(t *testing.T) {
 	}
 }
 
-func TestRetryWaitsForOpenBreaker(t *testing.T) {
-	clock := resiliencetest.NewClock(t0)
-	b, err := NewBreaker(BreakerConfig{MinCalls: 1, Clock: clock, OpenPeriod: func(int) time.Duration { return 4 * time.Second }})
-	if err != nil {
-		t.Fatal(err)
+func TestRetryDoesNotRetryIntoOpenBreaker(t *testing.T) {
+	tests := []struct {
+		name      string
+		backoff   time.Duration
+		wantCalls int
+		wantErr   error
+	}{
+		{"back-off ends while open: give up", time.Second, 1, errBoom},
+		{"back-off outlasts the open period: probe", 5 * time.Second, 2, nil},
 	}
-	var delays []time.Duration
-	r, err := NewRetry(RetryConfig{MaxAttempts: 3, Clock: clock, Backoff: Backoff{Initial: time.Millisecond},
-		OnRetry: func(_ int, _ error, d time.Duration) { delays = append(delays, d) }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	type result struct {
-		v   int
-		err error
-	}
-	done := make(chan result)
-	calls := 0
-	go func() {
-		v, err := Do(context.Background(), &Pipeline{Retry: r, Breaker: b}, failing(&calls, errBoom))
-		done <- result{v, err}
-	}()
-	// The first attempt trips the breaker (its half-open timer) and the
-	// retry sleeps until the breaker will admit a probe (a second timer).
-	if err := clock.WaitTimers(context.Background(), 2); err != nil {
-		t.Fatal(err)
-	}
-	clock.Advance(4 * time.Second)
-	res := <-done
-	if res.err != nil || res.v != 2 {
-		t.Fatalf("Do = %v, %v; want success on the probe", res.v, res.err)
-	}
-	if fmt.Sprint(delays) != "[4s]" {
-		t.Errorf("retry delays = %v, want [4s]: the breaker's open period", delays)
-	}
-	if b.State() != Closed {
-		t.Errorf("state = %v, want closed after a good probe", b.State())
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clock := resiliencetest.NewClock(t0)
+			b, err := NewBreaker(BreakerConfig{MinCalls: 1, Clock: clock, OpenPeriod: func(int) time.Duration { return 4 * time.Second }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := NewRetry(RetryConfig{MaxAttempts: 3, Clock: clock, Backoff: Backoff{Initial: tt.backoff}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.random = func() float64 { return 0 }
+			done := make(chan error)
+			calls := 0
+			go func() {
+				_, err := Do(context.Background(), &Pipeline{Retry: r, Breaker: b}, failing(&calls, errBoom))
+				done <- err
+			}()
+			if tt.wantCalls > 1 {
+				// The first attempt trips the breaker (its half-open timer)
+				// and the retry sleeps (a second timer).
+				if err := clock.WaitTimers(context.Background(), 2); err != nil {
+					t.Fatal(err)
+				}
+				clock.Advance(tt.backoff)
+			}
+			err = <-done
+			if calls != tt.wantCalls || !errors.Is(err, tt.wantErr) || (tt.wantErr == nil) != (err == nil) {
+				t.Errorf("calls = %d, err = %v; want %d, %v", calls, err, tt.wantCalls, tt.wantErr)
+			}
+		})
 	}
 }
 

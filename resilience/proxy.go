@@ -1,0 +1,93 @@
+package resilience
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log"
+	"log/slog"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+
+	"github.com/recado-dev/recado/resilience/problem"
+)
+
+// ProxyConfig configures a Proxy.
+type ProxyConfig struct {
+	// Transport is the policy between the proxy and its target: a breaker
+	// for the target host, retry for idempotent requests, attempt timeout.
+	Transport TransportConfig
+	// Logger receives the proxy's errors at debug level (upstream errors)
+	// and warn level (failures copying a response). Default: none.
+	Logger *slog.Logger
+}
+
+// Proxy is a reverse proxy in front of one service, with a circuit breaker
+// and retry between them: while the service fails, the proxy answers at
+// once with 503 Service Unavailable, a Retry-After header and a problem
+// details body, and stops sending it traffic until a probe succeeds.
+type Proxy struct {
+	rp        *httputil.ReverseProxy
+	transport *Transport
+	logger    *slog.Logger
+}
+
+// NewProxy returns a Proxy that forwards every request to target (its
+// path is joined in front of the request's, as httputil.ProxyRequest.SetURL
+// does; X-Forwarded-* headers are set).
+func NewProxy(target *url.URL, cfg ProxyConfig) (*Proxy, error) {
+	if target == nil || target.Host == "" {
+		return nil, errors.New("resilience: NewProxy needs an absolute target URL")
+	}
+	t, err := NewTransport(cfg.Transport)
+	if err != nil {
+		return nil, err
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	p := &Proxy{transport: t, logger: logger}
+	p.rp = &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			pr.SetXForwarded()
+		},
+		Transport:    t,
+		ErrorHandler: p.fail,
+		ErrorLog:     log.New(io.Discard, "", 0),
+	}
+	if cfg.Logger != nil {
+		p.rp.ErrorLog = slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn)
+	}
+	return p, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) { p.rp.ServeHTTP(w, r) }
+
+// Transport returns the proxy's transport, to read its breakers' snapshots.
+func (p *Proxy) Transport() *Transport { return p.transport }
+
+// fail answers a request the upstream did not: 503 with Retry-After while
+// the breaker is open, 504 when the attempt timed out, 502 otherwise.
+func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var open *OpenError
+	var d problem.Details
+	switch {
+	case errors.As(err, &open):
+		wait := open.Until.Sub(p.transport.cfg.Clock.Now())
+		w.Header().Set("Retry-After", FormatRetryAfter(wait))
+		d = problem.New(http.StatusServiceUnavailable, "the upstream service is failing; calls to it are suspended")
+		d.Extensions = map[string]any{"retryAfter": FormatRetryAfter(wait)}
+	case errors.Is(err, ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+		d = problem.New(http.StatusGatewayTimeout, "the upstream service did not answer in time")
+	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+		return // the client has gone: nobody to answer
+	default:
+		d = problem.New(http.StatusBadGateway, "the upstream service could not be reached")
+	}
+	p.logger.DebugContext(r.Context(), "resilience: proxy error", "url", r.URL.String(), "status", d.Status, "err", err)
+	problem.Write(w, d)
+}
