@@ -260,8 +260,8 @@ func TestParseRetryAfter(t *testing.T) {
 		{" 0 ", 0, true},
 		{"Sun, 01 Jun 2025 12:00:30 GMT", 30 * time.Second, true},
 		{"Sunday, 01-Jun-25 12:01:00 GMT", time.Minute, true}, // RFC 850
-		{"Sun Jun  1 12:00:05 2025", 5 * time.Second, true},    // asctime
-		{"Sun, 01 Jun 2025 11:00:00 GMT", 0, true},             // past
+		{"Sun Jun  1 12:00:05 2025", 5 * time.Second, true},   // asctime
+		{"Sun, 01 Jun 2025 11:00:00 GMT", 0, true},            // past
 		{"99999999999999999999999", time.Duration(1<<62) / time.Second * time.Second, true},
 		{"", 0, false},
 		{"-1", 0, false},

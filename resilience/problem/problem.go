@@ -56,8 +56,8 @@ func (d Details) MarshalJSON() ([]byte, error) {
 		m[k] = v
 	}
 	for _, kv := range []struct {
-		k string
-		v any
+		k   string
+		v   any
 		set bool
 	}{
 		{"type", d.Type, d.Type != ""},
