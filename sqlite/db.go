@@ -1,0 +1,319 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/recado-dev/recado/eventstore"
+)
+
+// Durability says when a commit is safe.
+type Durability int
+
+const (
+	// Durable (the default) syncs the write-ahead log to disk before a commit
+	// returns (synchronous=FULL): a committed append survives a power loss.
+	Durable Durability = iota
+	// SurviveCrash syncs only at checkpoints (synchronous=NORMAL): a committed
+	// append survives the process crashing, but the last commits before a power
+	// loss or an operating-system crash may be lost (never corrupted). Commits
+	// are cheaper; group commit makes the difference small under concurrency.
+	SurviveCrash
+)
+
+func (d Durability) String() string {
+	switch d {
+	case Durable:
+		return "durable"
+	case SurviveCrash:
+		return "survive-crash"
+	}
+	return fmt.Sprintf("Durability(%d)", int(d))
+}
+
+func (d Durability) synchronous() string {
+	if d == SurviveCrash {
+		return "NORMAL"
+	}
+	return "FULL"
+}
+
+// Options configure a [DB]. The zero value is the recommended setting.
+type Options struct {
+	// Durability: [Durable] by default.
+	Durability Durability
+	// Logger receives the few events worth logging (a failed group commit, a
+	// failed rollback). Default: nothing is logged.
+	Logger *slog.Logger
+	// PollInterval is how often an idle subscription reads the log again, to see
+	// events that another process wrote to the file (commits in this process
+	// wake subscribers at once). Default 1s.
+	PollInterval time.Duration
+	// MaxBatch is the most appends one group commit gathers. Default 256.
+	MaxBatch int
+	// BusyTimeout is how long a connection waits for another process's lock on
+	// the file before failing. Default 5s.
+	BusyTimeout time.Duration
+	// ReadConns is the number of connections that serve reads concurrently.
+	// Default 4.
+	ReadConns int
+
+	// driver overrides driverName, for the driver comparison benchmarks.
+	driver string
+}
+
+const (
+	defaultPollInterval = time.Second
+	defaultMaxBatch     = 256
+	defaultBusyTimeout  = 5 * time.Second
+	defaultReadConns    = 4
+)
+
+// Validate reports settings that cannot work: negative durations or sizes, an
+// unknown durability.
+func (o Options) Validate() error {
+	switch {
+	case o.Durability != Durable && o.Durability != SurviveCrash:
+		return fmt.Errorf("sqlite: options: unknown durability %d (want Durable or SurviveCrash)", int(o.Durability))
+	case o.PollInterval < 0:
+		return fmt.Errorf("sqlite: options: negative PollInterval %v", o.PollInterval)
+	case o.MaxBatch < 0:
+		return fmt.Errorf("sqlite: options: negative MaxBatch %d", o.MaxBatch)
+	case o.BusyTimeout < 0:
+		return fmt.Errorf("sqlite: options: negative BusyTimeout %v", o.BusyTimeout)
+	case o.ReadConns < 0:
+		return fmt.Errorf("sqlite: options: negative ReadConns %d", o.ReadConns)
+	}
+	return nil
+}
+
+func (o Options) withDefaults() Options {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.PollInterval == 0 {
+		o.PollInterval = defaultPollInterval
+	}
+	if o.MaxBatch == 0 {
+		o.MaxBatch = defaultMaxBatch
+	}
+	if o.BusyTimeout == 0 {
+		o.BusyTimeout = defaultBusyTimeout
+	}
+	if o.ReadConns == 0 {
+		o.ReadConns = defaultReadConns
+	}
+	if o.driver == "" {
+		o.driver = driverName
+	}
+	return o
+}
+
+// DB is one SQLite file and everything recado keeps in it. It owns the single
+// writer connection (shared by group commit and [DB.Tx]), the pool of read
+// connections, and the schema. Open one DB per file per process.
+type DB struct {
+	path string
+	opts Options
+	log  *slog.Logger
+
+	write *sql.DB   // one connection: the only writer
+	conn  *sql.Conn // that connection, held for the DB's life
+	read  *sql.DB   // readers (WAL lets them run beside the writer)
+	stmts *writeStmts
+	rstmt *readStmts
+
+	// writeLock (capacity 1) is held by whoever uses conn: the group-commit
+	// writer for one batch, or a Tx for its whole life.
+	writeLock chan struct{}
+	queue     chan *appendReq
+	closing   chan struct{} // closed by Close
+	done      chan struct{} // closed when the writer goroutine has returned
+	closeOnce sync.Once
+	closeErr  error
+
+	signal eventstore.Signal
+	stats  struct{ commits, appends, events, txs atomic.Uint64 }
+	events *EventStore
+}
+
+// Open opens (creating if needed) the SQLite database at path, brings its
+// schema up to date and starts the writer. The directory must exist.
+func Open(path string, opts Options) (*DB, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	if path == "" {
+		return nil, errors.New("sqlite: open: empty path")
+	}
+	if dir := filepath.Dir(path); dir != "" {
+		if fi, err := os.Stat(dir); err != nil {
+			return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
+		} else if !fi.IsDir() {
+			return nil, fmt.Errorf("sqlite: open %s: %s is not a directory", path, dir)
+		}
+	}
+	opts = opts.withDefaults()
+	db := &DB{
+		path:      path,
+		opts:      opts,
+		log:       opts.Logger,
+		writeLock: make(chan struct{}, 1),
+		queue:     make(chan *appendReq, opts.MaxBatch),
+		closing:   make(chan struct{}),
+		done:      make(chan struct{}),
+	}
+	if err := db.open(); err != nil {
+		db.closeConns()
+		return nil, err
+	}
+	db.events = &EventStore{db: db}
+	go db.writer()
+	return db, nil
+}
+
+func (db *DB) open() error {
+	ctx := context.Background()
+	busy := pragma("busy_timeout", db.opts.BusyTimeout.Milliseconds())
+	var err error
+	db.write, err = sql.Open(db.opts.driver, dsn(db.path, busy,
+		"journal_mode(WAL)", pragma("synchronous", db.opts.Durability.synchronous())))
+	if err != nil {
+		return fmt.Errorf("sqlite: open %s: %w", db.path, err)
+	}
+	db.write.SetMaxOpenConns(1)
+	db.write.SetMaxIdleConns(1)
+	db.write.SetConnMaxLifetime(0)
+	if db.conn, err = db.write.Conn(ctx); err != nil {
+		return fmt.Errorf("sqlite: open %s: %w", db.path, err)
+	}
+	if err := migrate(ctx, db.conn, db.path); err != nil {
+		return err
+	}
+	if db.stmts, err = prepareWrite(ctx, db.conn); err != nil {
+		return fmt.Errorf("sqlite: open %s: %w", db.path, err)
+	}
+	db.read, err = sql.Open(db.opts.driver, dsn(db.path, busy, "query_only(1)"))
+	if err != nil {
+		return fmt.Errorf("sqlite: open %s: %w", db.path, err)
+	}
+	db.read.SetMaxOpenConns(db.opts.ReadConns)
+	db.read.SetMaxIdleConns(db.opts.ReadConns)
+	db.read.SetConnMaxLifetime(0)
+	if db.rstmt, err = prepareRead(ctx, db.read); err != nil {
+		return fmt.Errorf("sqlite: open %s: %w", db.path, err)
+	}
+	return nil
+}
+
+func (db *DB) closeConns() error {
+	var errs []error
+	if db.rstmt != nil {
+		errs = append(errs, db.rstmt.close())
+	}
+	if db.read != nil {
+		errs = append(errs, db.read.Close())
+	}
+	if db.stmts != nil {
+		errs = append(errs, db.stmts.close())
+	}
+	if db.conn != nil {
+		errs = append(errs, db.conn.Close())
+	}
+	if db.write != nil {
+		errs = append(errs, db.write.Close())
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("sqlite: close %s: %w", db.path, err)
+	}
+	return nil
+}
+
+// Close stops the writer and closes the file. Appends waiting in the queue
+// fail with an error wrapping [eventstore.ErrClosed]; a group commit already
+// under way finishes first, and so does a running [DB.Tx]. Close is safe to
+// call more than once; later calls return nil.
+func (db *DB) Close() error {
+	first := false
+	db.closeOnce.Do(func() {
+		first = true
+		close(db.closing)
+		<-db.done
+		db.writeLock <- struct{}{} // wait for a running Tx; never released
+		db.closeErr = db.closeConns()
+	})
+	if !first {
+		return nil
+	}
+	return db.closeErr
+}
+
+// Events returns the event store kept in this file.
+func (db *DB) Events() *EventStore { return db.events }
+
+// Path returns the file's path as given to Open.
+func (db *DB) Path() string { return db.path }
+
+// Stats are counters since Open, for monitoring and tests.
+type Stats struct {
+	// Commits is the number of group commits (transactions the writer committed
+	// with at least one append in them).
+	Commits uint64
+	// Appends and Events are the appends and events those commits stored.
+	// Appends/Commits is the mean group size.
+	Appends, Events uint64
+	// Txs is the number of units of work ([DB.Tx]) committed.
+	Txs uint64
+}
+
+// Stats returns the counters.
+func (db *DB) Stats() Stats {
+	return Stats{
+		Commits: db.stats.commits.Load(),
+		Appends: db.stats.appends.Load(),
+		Events:  db.stats.events.Load(),
+		Txs:     db.stats.txs.Load(),
+	}
+}
+
+func (db *DB) closedErr() error {
+	return fmt.Errorf("sqlite %s: %w", db.path, eventstore.ErrClosed)
+}
+
+func (db *DB) isClosing() bool {
+	select {
+	case <-db.closing:
+		return true
+	default:
+		return false
+	}
+}
+
+// lockWrite takes the writer connection, waiting for ctx.
+func (db *DB) lockWrite(ctx context.Context) error {
+	if db.isClosing() {
+		return db.closedErr()
+	}
+	select {
+	case db.writeLock <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-db.closing:
+		return db.closedErr()
+	}
+	if db.isClosing() { // Close may have begun while we waited
+		<-db.writeLock
+		return db.closedErr()
+	}
+	return nil
+}
+
+func (db *DB) unlockWrite() { <-db.writeLock }

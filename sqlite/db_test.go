@@ -1,0 +1,249 @@
+package sqlite
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/recado-dev/recado"
+	"github.com/recado-dev/recado/eventstore"
+)
+
+func TestOptionsValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		opts Options
+		ok   bool
+	}{
+		{"zero value", Options{}, true},
+		{"survive crash", Options{Durability: SurviveCrash}, true},
+		{"all set", Options{PollInterval: time.Second, MaxBatch: 8, BusyTimeout: time.Second, ReadConns: 2}, true},
+		{"unknown durability", Options{Durability: 7}, false},
+		{"negative durability", Options{Durability: -1}, false},
+		{"negative poll", Options{PollInterval: -time.Second}, false},
+		{"negative batch", Options{MaxBatch: -1}, false},
+		{"negative busy", Options{BusyTimeout: -1}, false},
+		{"negative read conns", Options{ReadConns: -1}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.opts.Validate()
+			if got := err == nil; got != tc.ok {
+				t.Fatalf("Validate() = %v, want ok=%v", err, tc.ok)
+			}
+			if !tc.ok {
+				if _, err := Open(filepath.Join(t.TempDir(), "x.db"), tc.opts); err == nil {
+					t.Fatalf("Open with invalid options succeeded")
+				}
+			}
+		})
+	}
+}
+
+func TestDurabilitySetsSynchronous(t *testing.T) {
+	tests := []struct {
+		d    Durability
+		want int // PRAGMA synchronous: 1 NORMAL, 2 FULL
+	}{{Durable, 2}, {SurviveCrash, 1}}
+	for _, tc := range tests {
+		t.Run(tc.d.String(), func(t *testing.T) {
+			db := openTest(t, Options{Durability: tc.d})
+			var sync int
+			var mode string
+			err := db.Tx(t.Context(), func(tx *Tx) error {
+				if err := tx.QueryRowContext(t.Context(), "PRAGMA synchronous").Scan(&sync); err != nil {
+					return err
+				}
+				return tx.QueryRowContext(t.Context(), "PRAGMA journal_mode").Scan(&mode)
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sync != tc.want || mode != "wal" {
+				t.Errorf("synchronous = %d, journal_mode = %q; want %d, wal", sync, mode, tc.want)
+			}
+		})
+	}
+}
+
+func TestOpenBadPath(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, []byte("not a database, and long enough to be read as a header........................................................"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct{ name, path string }{
+		{"empty", ""},
+		{"missing directory", filepath.Join(dir, "no", "such", "dir", "x.db")},
+		{"parent is a file", filepath.Join(file, "x.db")},
+		{"directory", dir},
+		{"not a database", file},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			db, err := Open(tc.path, Options{})
+			if err == nil {
+				db.Close()
+				t.Fatalf("Open(%q) succeeded, want an error", tc.path)
+			}
+			if tc.path != "" && !strings.Contains(err.Error(), tc.path) && !strings.Contains(err.Error(), filepath.Dir(tc.path)) {
+				t.Errorf("Open(%q) error %q does not name the path", tc.path, err)
+			}
+		})
+	}
+}
+
+func TestSchemaVersion(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	db, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v int
+	err = db.Tx(t.Context(), func(tx *Tx) error {
+		return tx.QueryRowContext(t.Context(), "SELECT version FROM recado_schema WHERE contract = 'events'").Scan(&v)
+	})
+	if err != nil || v != 1 {
+		t.Fatalf("events schema version = %d, %v; want 1", v, err)
+	}
+	// Opening again migrates nothing and keeps the version.
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err = Open(path, Options{})
+	if err != nil {
+		t.Fatalf("reopen: %v", err)
+	}
+	err = db.Tx(t.Context(), func(tx *Tx) error {
+		_, err := tx.ExecContext(t.Context(), "UPDATE recado_schema SET version = 99 WHERE contract = 'events'")
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err = Open(path, Options{})
+	if err == nil {
+		db.Close()
+		t.Fatal("Open of a file with schema version 99 succeeded")
+	}
+	if !errors.Is(err, ErrSchemaTooNew) || !strings.Contains(err.Error(), "99") {
+		t.Errorf("Open error = %v, want ErrSchemaTooNew naming version 99", err)
+	}
+}
+
+func TestOpenConcurrently(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.db")
+	var wg sync.WaitGroup
+	errs := make([]error, 4)
+	dbs := make([]*DB, 4)
+	for i := range dbs {
+		wg.Go(func() { dbs[i], errs[i] = Open(path, Options{}) })
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("Open %d: %v", i, err)
+			continue
+		}
+		defer dbs[i].Close()
+	}
+}
+
+func TestReopen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "r.db")
+	db, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	first, err := db.Events().Append(ctx, "order-1", events("placed", 3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err = Open(path, Options{})
+	if err != nil {
+		t.Fatalf("reopen: %v", err)
+	}
+	defer db.Close()
+	got := readStream(t, db.Events(), "order-1")
+	if len(got) != 3 || got[2].Version != 3 {
+		t.Fatalf("after reopen read %d events, want 3", len(got))
+	}
+	res, err := db.Events().Append(ctx, "order-1", events("paid", 1), eventstore.ExpectVersion(3))
+	if err != nil {
+		t.Fatalf("append after reopen: %v", err)
+	}
+	if res.FirstVersion != 4 || !first.LastPosition.Before(res.FirstPosition) {
+		t.Errorf("append after reopen = version %d at %s, want version 4 after %s", res.FirstVersion, res.FirstPosition, first.LastPosition)
+	}
+}
+
+func TestCloseTwice(t *testing.T) {
+	db, err := Open(filepath.Join(t.TempDir(), "x.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatalf("first Close: %v", err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	_, err = db.Events().Append(t.Context(), "s", events("e", 1))
+	if !errors.Is(err, eventstore.ErrClosed) {
+		t.Errorf("Append after Close = %v, want ErrClosed", err)
+	}
+	for _, err := range db.Events().ReadAll(t.Context(), recado.Position{}) {
+		if !errors.Is(err, eventstore.ErrClosed) {
+			t.Errorf("ReadAll after Close = %v, want ErrClosed", err)
+		}
+	}
+	if err := db.Tx(t.Context(), func(*Tx) error { return nil }); !errors.Is(err, eventstore.ErrClosed) {
+		t.Errorf("Tx after Close = %v, want ErrClosed", err)
+	}
+}
+
+// events returns n new events of type typ with small JSON data.
+func events(typ string, n int) []recado.Event {
+	es := make([]recado.Event, n)
+	for i := range es {
+		es[i] = recado.NewEvent(typ, fmt.Appendf(nil, `{"n":%d}`, i))
+	}
+	return es
+}
+
+func readStream(tb testing.TB, s eventstore.Store, stream string) []recado.Event {
+	tb.Helper()
+	var out []recado.Event
+	for e, err := range s.ReadStream(context.Background(), stream) {
+		if err != nil {
+			tb.Fatalf("ReadStream(%q): %v", stream, err)
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+func readAll(tb testing.TB, s eventstore.Store) []recado.Event {
+	tb.Helper()
+	var out []recado.Event
+	for e, err := range s.ReadAll(context.Background(), recado.Position{}) {
+		if err != nil {
+			tb.Fatalf("ReadAll: %v", err)
+		}
+		out = append(out, e)
+	}
+	return out
+}

@@ -1,0 +1,54 @@
+// Package sqlite keeps recado's stores in one SQLite file: the embedded
+// default, pure Go (no cgo).
+//
+// [Open] returns a [DB], the owner of the file: its connections, its schema and
+// its single writer. [DB.Events] is the event store in it; the stores added
+// later (checkpoints, dead letters, ...) are further parts of the same DB and
+// share its file, its writer and its unit of work.
+//
+// # One writer, group commit
+//
+// The file is in WAL mode: readers (a small pool of read-only connections) run
+// beside the one writer connection and never block it. SQLite allows one writer
+// at a time anyway, so the DB keeps exactly one and feeds it through a queue. A
+// single goroutine takes every append waiting in the queue (up to
+// Options.MaxBatch), runs each one's idempotency check, expected-version check
+// and inserts inside one transaction, commits once, and answers each caller with
+// its own result: an append that conflicts fails alone, and appends to the same
+// stream in one batch see each other in queue order. One commit (one fsync)
+// thus serves many appends, which is how concurrent appenders outrun the disk's
+// flush rate. [DB.Stats] counts commits and appends.
+//
+// Because one writer assigns the global positions (the table's rowid) in commit
+// order, the global log has no gaps and a reader that resumes after the last
+// position it saw never skips an event.
+//
+// # Unit of work
+//
+// [DB.Tx] runs a function in one write transaction on the writer connection;
+// pass the [Tx] to the stores (eventstore.InTx(tx)) and use it for your own
+// tables (read models, outbox rows). Everything commits together, or nothing
+// does, and subscribers hear of the events once it commits. An append in a Tx
+// skips group commit: the Tx's commit is the commit. While a Tx runs it holds
+// the writer, so keep it short: never across a network call.
+//
+// # Durability
+//
+// By default ([Durable]) a commit syncs the WAL before it returns
+// (synchronous=FULL), so a committed append survives a power loss.
+// [SurviveCrash] (synchronous=NORMAL) survives a crash of the process but may
+// lose the last commits on a power loss.
+//
+// # Several processes
+//
+// Several processes may open the same file. Writes are serialised by SQLite's
+// lock (each DB waits up to Options.BusyTimeout for it); subscriptions wake at
+// once on commits of their own process and read the log again every
+// Options.PollInterval to see the others'.
+//
+// # Schema
+//
+// The package creates its tables (named recado_*) and records each contract's
+// schema version in recado_schema; Open migrates in one transaction and refuses
+// a file written by a newer recado ([ErrSchemaTooNew]).
+package sqlite

@@ -1,0 +1,150 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/recado-dev/recado"
+	"github.com/recado-dev/recado/eventstore"
+)
+
+// errTxDone is returned by a Tx used after its function returned.
+var errTxDone = errors.New("sqlite: unit of work already finished")
+
+// Tx is a unit of work: one write transaction on the DB's writer connection.
+// Pass it to the stores of this DB (eventstore.InTx(tx)) and use it for your
+// own tables; everything commits together or not at all.
+//
+// A Tx is valid only inside the function given to [DB.Tx], and only on that
+// function's goroutine. Its methods match those of *sql.Tx, so code written
+// against an interface of ExecContext, QueryContext and QueryRowContext takes
+// it as it is. Do not run BEGIN, COMMIT, ROLLBACK or SAVEPOINT statements
+// through it: [DB.Tx] does that.
+type Tx struct {
+	db       *DB
+	done     bool
+	appended bool // events were appended: notify subscribers after commit
+}
+
+// ExecContext runs a statement that returns no rows inside the transaction.
+func (tx *Tx) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if tx.done {
+		return nil, errTxDone
+	}
+	return tx.db.conn.ExecContext(ctx, query, args...)
+}
+
+// QueryContext runs a query inside the transaction. Close the rows before the
+// function given to [DB.Tx] returns.
+func (tx *Tx) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if tx.done {
+		return nil, errTxDone
+	}
+	return tx.db.conn.QueryContext(ctx, query, args...)
+}
+
+// QueryRowContext runs a query that returns at most one row inside the
+// transaction.
+func (tx *Tx) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	if tx.done {
+		// A *sql.Row can only carry an error through a query: run none, on a
+		// context that has already ended with the reason.
+		ended, cancel := context.WithCancelCause(ctx)
+		cancel(errTxDone)
+		return tx.db.read.QueryRowContext(ended, "SELECT 1")
+	}
+	return tx.db.conn.QueryRowContext(ctx, query, args...)
+}
+
+// Tx runs fn in one write transaction and commits it if fn returns nil;
+// otherwise, or if fn panics, it rolls back and returns fn's error. Events
+// appended with eventstore.InTx(tx) are seen by subscribers once it commits.
+//
+// The transaction holds the file's only writer while fn runs: every append and
+// every other Tx waits for it. Keep fn short: never hold it open across a
+// network call or a wait for user input. Inside fn, pass InTx(tx) to every
+// store call that writes; a write of this DB without it waits for fn to end,
+// which never comes.
+func (db *DB) Tx(ctx context.Context, fn func(tx *Tx) error) error {
+	err := db.tx(ctx, fn)
+	if err == nil {
+		db.stats.txs.Add(1)
+	}
+	return err
+}
+
+func (db *DB) tx(ctx context.Context, fn func(tx *Tx) error) (err error) {
+	if err := db.lockWrite(ctx); err != nil {
+		return err
+	}
+	defer db.unlockWrite()
+	if _, err := db.stmts.begin.ExecContext(ctx); err != nil {
+		return fmt.Errorf("sqlite: begin unit of work: %w", err)
+	}
+	tx := &Tx{db: db}
+	committed := false
+	defer func() {
+		tx.done = true
+		if !committed {
+			db.rollback()
+		}
+	}()
+	if err := fn(tx); err != nil {
+		return err
+	}
+	// The commit is ours to finish now fn has succeeded: a caller that gives up
+	// at this point should not leave the outcome half-known.
+	if _, err := db.stmts.commit.ExecContext(context.WithoutCancel(ctx)); err != nil {
+		return fmt.Errorf("sqlite: commit unit of work: %w", err)
+	}
+	committed = true
+	if tx.appended {
+		db.signal.Notify()
+	}
+	return nil
+}
+
+// appendInTx appends inside the caller's unit of work, under a savepoint so
+// that a failed append leaves nothing of itself behind in the transaction.
+func (db *DB) appendInTx(ctx context.Context, unit any, stream string, events []recado.Event,
+	expected eventstore.ExpectedVersion) (eventstore.AppendResult, error) {
+	var zero eventstore.AppendResult
+	tx, ok := unit.(*Tx)
+	switch {
+	case !ok:
+		return zero, fmt.Errorf("%w: append to %q: unit of work %T is not a *sqlite.Tx", eventstore.ErrInvalid, stream, unit)
+	case tx == nil || tx.db != db:
+		return zero, fmt.Errorf("%w: append to %q: unit of work of another sqlite.DB", eventstore.ErrInvalid, stream)
+	case tx.done:
+		return zero, fmt.Errorf("%w: append to %q: %w", eventstore.ErrInvalid, stream, errTxDone)
+	}
+	if err := ctx.Err(); err != nil {
+		return zero, err
+	}
+	if _, err := db.conn.ExecContext(ctx, "SAVEPOINT recado_append"); err != nil {
+		return zero, fmt.Errorf("sqlite: append to %q: %w", stream, err)
+	}
+	res, err := db.stmts.apply(ctx, stream, events, expected, time.Now().UnixNano())
+	if err != nil {
+		if _, rbErr := db.conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK TO recado_append"); rbErr != nil {
+			err = errors.Join(err, fmt.Errorf("sqlite: roll back failed append to %q: %w", stream, rbErr))
+		}
+	}
+	if _, relErr := db.conn.ExecContext(context.WithoutCancel(ctx), "RELEASE recado_append"); relErr != nil && err == nil {
+		err = fmt.Errorf("sqlite: append to %q: %w", stream, relErr)
+	}
+	if err != nil {
+		var se undoError
+		if errors.As(err, &se) {
+			err = se.err
+		}
+		return zero, err
+	}
+	if !res.Duplicate {
+		tx.appended = true
+	}
+	return res, nil
+}
