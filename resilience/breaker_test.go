@@ -434,3 +434,32 @@ func TestCountWindowSlots(t *testing.T) {
 		}
 	}
 }
+
+func TestCountWindowSlides(t *testing.T) {
+	w := newCountWindow(5)
+	check := func(step string, calls, failures int) {
+		t.Helper()
+		if c := w.counts(); c.calls != calls || c.failures != failures {
+			t.Errorf("%s: counts = %+v, want %d calls, %d failures", step, c, calls, failures)
+		}
+	}
+	for range 3 {
+		w.record(0)
+	}
+	check("filling", 3, 0)
+	for range 10 {
+		w.record(0)
+	}
+	check("full of successes", 5, 0)
+	w.record(bitFailure)
+	for range 4 {
+		w.record(0)
+	}
+	check("failure 4 calls ago", 5, 1)
+	w.record(0)
+	check("failure slid out", 5, 0)
+	w.record(bitFailure | bitSlow)
+	if c := w.counts(); c.slow != 1 {
+		t.Errorf("slow = %d, want 1", c.slow)
+	}
+}

@@ -18,15 +18,22 @@ type counts struct{ calls, failures, slow int }
 
 // countWindow holds the outcomes of the last n calls in a ring, without a
 // lock: a call takes the next slot with one atomic add and swaps its outcome
-// in. Failure and slow totals change only when a slot's outcome changes, so
-// a success replacing a success touches one counter and reads one slot.
+// in. Failure and slow totals change only when a slot's outcome changes.
+// While the ring is full of successes, a success changes nothing and writes
+// nothing: a healthy breaker's hot path only reads shared memory, so it
+// scales across cores.
 type countWindow struct {
+	n     uint64
+	magic uint64 // for fastmod: ⌈2^64/n⌉
+	slots []atomic.Uint32
+
+	// The counters are written by calls that record something: keep them
+	// off the cache line of the read-only fields above.
+	_        [64]byte
 	head     atomic.Uint64 // calls recorded so far
 	failures atomic.Int64
 	slow     atomic.Int64
-	n        uint64
-	magic    uint64 // for fastmod: ⌈2^64/n⌉
-	slots    []atomic.Uint32
+	_        [40]byte
 }
 
 func newCountWindow(n int) *countWindow {
@@ -48,6 +55,9 @@ func (w *countWindow) slot(i uint64) *atomic.Uint32 {
 // record adds one outcome and reports whether the totals must be checked
 // (a failure or slow call was recorded).
 func (w *countWindow) record(outcome uint32) bool {
+	if outcome == 0 && w.failures.Load() == 0 && w.slow.Load() == 0 && w.head.Load() >= w.n {
+		return false // the ring is all successes and stays so
+	}
 	s := w.slot(w.head.Add(1) - 1)
 	if outcome == 0 && s.Load() == 0 {
 		return false // the common case: success replaces success

@@ -1,0 +1,225 @@
+// Package bench measures recado side by side with peer libraries, in one
+// run, so that the figures in docs/benchmarks.md compare like with like.
+package bench
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/cenkalti/backoff/v5"
+	"github.com/failsafe-go/failsafe-go"
+	"github.com/failsafe-go/failsafe-go/circuitbreaker"
+	"github.com/failsafe-go/failsafe-go/retrypolicy"
+	"github.com/failsafe-go/failsafe-go/timeout"
+	"github.com/sony/gobreaker/v2"
+
+	"github.com/recado-dev/recado/resilience"
+)
+
+// Each peer is set up as close as it allows to the same policy: a window of
+// the last 100 calls tripping at 50% failures (gobreaker: its default,
+// more than 5 consecutive failures), a long open period, 3 attempts with
+// exponential back-off from 100 ms, a 1 s attempt timeout. Each breaker is
+// driven through its cheapest API for guarding one call: recado's
+// Allow/Done permit, gobreaker's Execute, failsafe-go's permit API
+// (TryAcquirePermit/RecordSuccess; its executor costs far more).
+
+var errBoom = errors.New("boom")
+
+func recadoBreaker(b *testing.B) *resilience.Breaker {
+	cb, err := resilience.NewBreaker(resilience.BreakerConfig{WindowSize: 100, MinCalls: 20, FailureRate: 0.5,
+		OpenPeriod: func(int) time.Duration { return time.Hour }})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return cb
+}
+
+func gobreakerBreaker() *gobreaker.CircuitBreaker[int] {
+	return gobreaker.NewCircuitBreaker[int](gobreaker.Settings{Name: "bench", Timeout: time.Hour})
+}
+
+func failsafeBreaker() circuitbreaker.CircuitBreaker[int] {
+	return circuitbreaker.NewBuilder[int]().WithFailureThresholdRatio(50, 100).WithDelay(time.Hour).Build()
+}
+
+func ok() (int, error) { return 1, nil }
+
+func BenchmarkBreakerClosed(b *testing.B) {
+	b.Run("recado", func(b *testing.B) {
+		cb := recadoBreaker(b)
+		b.ReportAllocs()
+		for b.Loop() {
+			p, err := cb.Allow()
+			if err != nil {
+				b.Fatal(err)
+			}
+			p.Done(nil)
+		}
+	})
+	b.Run("gobreaker", func(b *testing.B) {
+		cb := gobreakerBreaker()
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := cb.Execute(ok); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("failsafe", func(b *testing.B) {
+		cb := failsafeBreaker()
+		b.ReportAllocs()
+		for b.Loop() {
+			if !cb.TryAcquirePermit() {
+				b.Fatal("rejected")
+			}
+			cb.RecordSuccess()
+		}
+	})
+}
+
+func BenchmarkBreakerOpen(b *testing.B) {
+	b.Run("recado", func(b *testing.B) {
+		cb := recadoBreaker(b)
+		for range 20 {
+			p, _ := cb.Allow()
+			p.Done(errBoom)
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := cb.Allow(); err == nil {
+				b.Fatal("admitted")
+			}
+		}
+	})
+	b.Run("gobreaker", func(b *testing.B) {
+		cb := gobreakerBreaker()
+		fail := func() (int, error) { return 0, errBoom }
+		for range 6 {
+			cb.Execute(fail)
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := cb.Execute(ok); err == nil {
+				b.Fatal("admitted")
+			}
+		}
+	})
+	b.Run("failsafe", func(b *testing.B) {
+		cb := failsafeBreaker()
+		cb.Open()
+		b.ReportAllocs()
+		for b.Loop() {
+			if cb.TryAcquirePermit() {
+				b.Fatal("admitted")
+			}
+		}
+	})
+}
+
+func BenchmarkBreakerParallel(b *testing.B) {
+	b.Run("recado", func(b *testing.B) {
+		cb := recadoBreaker(b)
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				p, err := cb.Allow()
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				p.Done(nil)
+			}
+		})
+	})
+	b.Run("gobreaker", func(b *testing.B) {
+		cb := gobreakerBreaker()
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				cb.Execute(ok)
+			}
+		})
+	})
+	b.Run("failsafe", func(b *testing.B) {
+		cb := failsafeBreaker()
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if cb.TryAcquirePermit() {
+					cb.RecordSuccess()
+				}
+			}
+		})
+	})
+}
+
+// BenchmarkPipeline: retry → breaker → attempt timeout around a successful
+// call (gobreaker has no pipeline).
+func BenchmarkPipeline(b *testing.B) {
+	ctx := context.Background()
+	b.Run("recado", func(b *testing.B) {
+		r, err := resilience.NewRetry(resilience.RetryConfig{MaxAttempts: 3})
+		if err != nil {
+			b.Fatal(err)
+		}
+		p := &resilience.Pipeline{Retry: r, Breaker: recadoBreaker(b), AttemptTimeout: time.Second}
+		fn := func(context.Context) (int, error) { return 1, nil }
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := resilience.Do(ctx, p, fn); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("failsafe", func(b *testing.B) {
+		rp := retrypolicy.NewBuilder[int]().WithMaxAttempts(3).WithBackoff(100*time.Millisecond, 10*time.Second).Build()
+		exec := failsafe.With[int](rp, failsafeBreaker(), timeout.New[int](time.Second)).WithContext(ctx)
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := exec.Get(ok); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkRetry: a retry policy around a call that succeeds at once, the
+// price every call pays for being retryable.
+func BenchmarkRetry(b *testing.B) {
+	ctx := context.Background()
+	b.Run("recado", func(b *testing.B) {
+		r, err := resilience.NewRetry(resilience.RetryConfig{MaxAttempts: 3})
+		if err != nil {
+			b.Fatal(err)
+		}
+		p := &resilience.Pipeline{Retry: r}
+		fn := func(context.Context) (int, error) { return 1, nil }
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := resilience.Do(ctx, p, fn); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("failsafe", func(b *testing.B) {
+		rp := retrypolicy.NewBuilder[int]().WithMaxAttempts(3).WithBackoff(100*time.Millisecond, 10*time.Second).Build()
+		exec := failsafe.With[int](rp).WithContext(ctx)
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := exec.Get(ok); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("backoff", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := backoff.Retry(ctx, ok, backoff.WithMaxTries(3)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
