@@ -1,0 +1,161 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/recado-dev/recado/eventstore"
+)
+
+// Options configure a [DB]. The zero value is a sensible default.
+type Options struct {
+	// Schema is the PostgreSQL schema that holds recado's tables. Default "recado".
+	Schema string
+	// Logger receives the few things worth telling an operator (a lost listener
+	// connection, a retried commit). Default: nothing is logged.
+	Logger *slog.Logger
+	// MaxBatch is the most events one group commit writes. Default 1024. An
+	// append with more events than MaxBatch is committed on its own.
+	MaxBatch int
+	// PollInterval is how often an idle subscription reads the log again in case
+	// a notification was lost. Default 1s.
+	PollInterval time.Duration
+}
+
+func (o *Options) setDefaults() {
+	if o.Schema == "" {
+		o.Schema = "recado"
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if o.MaxBatch <= 0 {
+		o.MaxBatch = 1024
+	}
+	if o.PollInterval <= 0 {
+		o.PollInterval = time.Second
+	}
+}
+
+// Validate reports whether o can be used.
+func (o Options) Validate() error {
+	switch {
+	case len(o.Schema) > 63:
+		return fmt.Errorf("postgres: schema name %q is longer than 63 bytes", o.Schema)
+	case o.MaxBatch < 0:
+		return fmt.Errorf("postgres: negative MaxBatch %d", o.MaxBatch)
+	case o.PollInterval < 0:
+		return fmt.Errorf("postgres: negative PollInterval %s", o.PollInterval)
+	}
+	return nil
+}
+
+// DB is recado's storage in one PostgreSQL schema. It is safe for concurrent
+// use. The pool stays the caller's: Close stops what the DB started and leaves
+// the pool open.
+type DB struct {
+	pool   *pgxpool.Pool
+	opts   Options
+	log    *slog.Logger
+	schema string // quoted identifier
+	q      queries
+	events *EventStore
+
+	ctx    context.Context // ends on Close
+	cancel context.CancelFunc
+	closed atomic.Bool
+	once   sync.Once
+	wg     sync.WaitGroup
+
+	ownPool   bool          // made by Connect: Close closes it
+	listenPID atomic.Uint32 // backend pid of the LISTEN connection, for tests
+}
+
+// Open migrates the schema named in opts (creating it if needed) and returns
+// the DB on pool. The caller keeps ownership of pool and closes it after
+// [DB.Close].
+func Open(ctx context.Context, pool *pgxpool.Pool, opts Options) (*DB, error) {
+	if pool == nil {
+		return nil, errors.New("postgres: Open: nil pool")
+	}
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	opts.setDefaults()
+	db := &DB{pool: pool, opts: opts, log: opts.Logger, schema: pgx.Identifier{opts.Schema}.Sanitize()}
+	db.q = newQueries(db.schema, channelName(opts.Schema))
+	if err := db.migrate(ctx); err != nil {
+		return nil, err
+	}
+	db.ctx, db.cancel = context.WithCancel(context.Background())
+	db.events = newEvents(db)
+	db.wg.Add(2)
+	go func() { defer db.wg.Done(); db.events.w.run() }()
+	go func() { defer db.wg.Done(); db.listen() }()
+	return db, nil
+}
+
+// Connect is Open on a new pool made from connString; Close closes that pool
+// too.
+func Connect(ctx context.Context, connString string, opts Options) (*DB, error) {
+	pool, err := pgxpool.New(ctx, connString)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: connect: %w", err)
+	}
+	db, err := Open(ctx, pool, opts)
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	db.ownPool = true
+	return db, nil
+}
+
+// Events returns the event store.
+func (db *DB) Events() *EventStore { return db.events }
+
+// Pool returns the pool the DB uses.
+func (db *DB) Pool() *pgxpool.Pool { return db.pool }
+
+// Close stops the DB's goroutines: the group-commit writer finishes the
+// commit in flight, appends still waiting fail with [eventstore.ErrClosed], and
+// the listener disconnects. Every later call returns an error wrapping
+// ErrClosed. Close is safe to call more than once.
+func (db *DB) Close() error {
+	db.once.Do(func() {
+		db.closed.Store(true)
+		db.cancel()
+		db.events.w.close()
+		db.events.Notify() // subscriptions read again and see ErrClosed
+		db.wg.Wait()
+		if db.ownPool {
+			db.pool.Close()
+		}
+	})
+	return nil
+}
+
+func (db *DB) errClosed(op string) error {
+	return fmt.Errorf("postgres: %s: %w", op, eventstore.ErrClosed)
+}
+
+// channelName is the NOTIFY channel of a schema's event store.
+func channelName(schema string) string {
+	name := "recado:" + schema
+	if len(name) > 63 {
+		h := fnv.New64a()
+		h.Write([]byte(schema))
+		name = fmt.Sprintf("recado:%x", h.Sum64())
+	}
+	return name
+}

@@ -1,0 +1,40 @@
+// Package postgres keeps recado's stores in PostgreSQL: the production backend,
+// for many service instances writing at once.
+//
+// Open a [DB] on a pgx pool the caller owns; it creates and migrates its tables
+// in a schema of its own ("recado" by default), safely when several processes
+// start at once. [DB.Events] is the event store (an [eventstore.Store] that is
+// also a Notifier, Subscriber and Deleter), and [DB.Tx] is the unit of work that
+// every store of the package accepts through [eventstore.InTx].
+//
+// # The global log never skips an event
+//
+// A position taken when a row is inserted becomes visible only at commit, so a
+// reader asking for "position > checkpoint" could skip, forever, an event that
+// took a lower number and committed later. This package never skips and never
+// waits on a timer. Each event's position is the pair (major, seq): seq comes
+// from a sequence, and major is the writer's transaction id
+// (pg_current_xact_id), raised to the major of the stream's previous event when
+// that one is larger, so that each stream's positions grow with its versions even
+// though transaction ids are not commit order. Readers see only events whose
+// major is below pg_snapshot_xmin(pg_current_snapshot()): every transaction
+// below that horizon has ended, so no event can ever appear behind a position a
+// reader has passed.
+//
+// The one trade-off: a transaction that stays open anywhere in the database
+// cluster holds the horizon, and so every reader, back until it ends. It never
+// loses an event. [EventStore.Horizon] says how long readers are held back, a figure
+// to alert on; PostgreSQL's idle_in_transaction_session_timeout bounds it.
+//
+// # Group commit
+//
+// Concurrent appends of one process are committed together: a writer goroutine
+// takes every append waiting, checks versions and idempotency for all of them in
+// Go against rows it has locked, and writes the ones that pass in one
+// transaction of two round trips. One append that conflicts never fails its
+// neighbours. An append given a unit of work ([eventstore.InTx]) joins that
+// transaction instead.
+//
+// Subscribers are woken by LISTEN/NOTIFY, with polling as the fallback when a
+// notification is lost.
+package postgres

@@ -1,0 +1,39 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// Horizon describes how far readers of the global log are held back.
+type Horizon struct {
+	// Age is how long the oldest transaction still running in the database
+	// cluster (with a transaction id, so one that has written something) has
+	// been open: readers see no event committed after it started until it ends.
+	// Zero when no transaction holds readers back. Alert when it grows past what
+	// your subscribers can tolerate.
+	Age time.Duration
+	// PID is the backend process id of that transaction's session, zero for a
+	// prepared (two-phase) transaction or when none holds readers back.
+	PID uint32
+	// HeldBack is how many committed events readers cannot see yet because of it.
+	HeldBack int64
+}
+
+// Horizon reports how far readers of the global log are held back by open
+// transactions. Seeing other users' sessions needs the pg_read_all_stats role
+// (or pg_monitor); without it Age covers only the current user's sessions.
+func (e *EventStore) Horizon(ctx context.Context) (Horizon, error) {
+	if e.db.closed.Load() {
+		return Horizon{}, e.db.errClosed("horizon")
+	}
+	var h Horizon
+	var secs float64
+	err := e.db.pool.QueryRow(ctx, e.db.q.horizonInfo).Scan(&secs, &h.PID, &h.HeldBack)
+	if err != nil {
+		return Horizon{}, fmt.Errorf("postgres: horizon: %w", err)
+	}
+	h.Age = time.Duration(secs * float64(time.Second))
+	return h, nil
+}

@@ -1,0 +1,193 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// A contract's schema evolves through its own numbered migrations, recorded in
+// schema_versions, so two contracts can change in parallel without colliding.
+// Migrations never change once released: a change is a new migration.
+type contract struct {
+	name       string
+	migrations []string // migrations[i] takes the contract to version i+1; "%[1]s" is the schema
+}
+
+var contracts = [...]contract{
+	{name: "eventstore", migrations: []string{eventstoreV1}},
+}
+
+// eventstoreV1 creates the event store.
+//
+// streams holds one row per stream written, locked by every append to it:
+// version is the last version, deleted_version the version at the last soft
+// delete (events up to it are hidden), major the position major of the
+// stream's last event. events.(major, seq) is the global position, its primary
+// key the index readers scan.
+const eventstoreV1 = `
+CREATE TABLE %[1]s.streams (
+	stream          text    PRIMARY KEY,
+	version         bigint  NOT NULL DEFAULT 0,
+	deleted_version bigint  NOT NULL DEFAULT 0,
+	tombstoned      boolean NOT NULL DEFAULT false,
+	major           bigint  NOT NULL DEFAULT 0
+);
+CREATE SEQUENCE %[1]s.events_seq AS bigint;
+CREATE TABLE %[1]s.events (
+	major    bigint      NOT NULL,
+	seq      bigint      NOT NULL,
+	id       text        NOT NULL,
+	stream   text        NOT NULL,
+	version  bigint      NOT NULL,
+	type     text        NOT NULL,
+	data     bytea       NOT NULL,
+	metadata bytea       NOT NULL,
+	time     timestamptz NOT NULL,
+	PRIMARY KEY (major, seq),
+	CONSTRAINT events_id_key UNIQUE (id),
+	CONSTRAINT events_stream_version_key UNIQUE (stream, version)
+);
+`
+
+// migrateLockKey is the first key of the transaction-scoped advisory lock that
+// serializes migrations of one schema across processes; the second is the
+// schema name's hash.
+const migrateLockKey = 0x7265_6361 // "reca"
+
+func (db *DB) migrate(ctx context.Context) error {
+	tx, err := db.pool.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("postgres: migrate schema %s: %w", db.schema, err)
+	}
+	defer func() { _ = tx.Rollback(context.Background()) }()
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1, hashtext($2))", migrateLockKey, db.opts.Schema); err != nil {
+		return fmt.Errorf("postgres: migrate schema %s: lock: %w", db.schema, err)
+	}
+	setup := fmt.Sprintf(`CREATE SCHEMA IF NOT EXISTS %[1]s;
+CREATE TABLE IF NOT EXISTS %[1]s.schema_versions (
+	contract   text        NOT NULL,
+	version    integer     NOT NULL,
+	applied_at timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (contract, version)
+)`, db.schema)
+	if _, err := tx.Exec(ctx, setup); err != nil {
+		return fmt.Errorf("postgres: migrate schema %s: %w", db.schema, err)
+	}
+	for _, c := range contracts {
+		if err := db.migrateContract(ctx, tx, c); err != nil {
+			return err
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("postgres: migrate schema %s: commit: %w", db.schema, err)
+	}
+	return nil
+}
+
+func (db *DB) migrateContract(ctx context.Context, tx pgx.Tx, c contract) error {
+	var current int
+	err := tx.QueryRow(ctx, fmt.Sprintf("SELECT coalesce(max(version), 0) FROM %s.schema_versions WHERE contract = $1", db.schema),
+		c.name).Scan(&current)
+	if err != nil {
+		return fmt.Errorf("postgres: migrate %s in schema %s: %w", c.name, db.schema, err)
+	}
+	if current > len(c.migrations) {
+		db.log.Warn("postgres: schema is newer than this code", "schema", db.opts.Schema, "contract", c.name,
+			"version", current, "known", len(c.migrations))
+		return nil
+	}
+	for v := current + 1; v <= len(c.migrations); v++ {
+		sql := fmt.Sprintf(c.migrations[v-1], db.schema)
+		if _, err := tx.Exec(ctx, sql); err != nil {
+			return fmt.Errorf("postgres: migrate %s in schema %s to version %d: %w", c.name, db.schema, v, err)
+		}
+		if _, err := tx.Exec(ctx, fmt.Sprintf("INSERT INTO %s.schema_versions (contract, version) VALUES ($1, $2)", db.schema),
+			c.name, v); err != nil {
+			return fmt.Errorf("postgres: migrate %s in schema %s to version %d: %w", c.name, db.schema, v, err)
+		}
+		db.log.Info("postgres: migrated", "schema", db.opts.Schema, "contract", c.name, "version", v)
+	}
+	return nil
+}
+
+// queries are the SQL statements of one schema, built once.
+type queries struct {
+	channel string
+
+	lockStreams  string
+	storedIDs    string
+	xidAndSeqs   string
+	insertEvents string
+	updateStream string
+	notify       string
+
+	horizon     string
+	readAll     string
+	readAllBack string
+	readStream  string
+	readBack    string
+	lockStream  string
+	setDeleted  string
+	setTomb     string
+	horizonInfo string
+}
+
+func newQueries(schema, channel string) queries {
+	r := strings.NewReplacer("$S", schema)
+	const cols = "major, seq, id, stream, version, type, data, metadata, time"
+	return queries{
+		channel: channel,
+		// Upserting in stream order locks every stream row of a batch in one
+		// order, so two batches never deadlock.
+		lockStreams: r.Replace(`INSERT INTO $S.streams AS s (stream) SELECT unnest($1::text[]) ORDER BY 1
+ON CONFLICT (stream) DO UPDATE SET stream = EXCLUDED.stream
+RETURNING stream, version, deleted_version, tombstoned, major`),
+		storedIDs:  r.Replace(`SELECT id, stream, version, type, data, major, seq FROM $S.events WHERE id = ANY($1::text[])`),
+		xidAndSeqs: r.Replace(`SELECT pg_current_xact_id()::text::bigint, nextval('$S.events_seq') FROM generate_series(1, $1::int)`),
+		insertEvents: r.Replace(`INSERT INTO $S.events (` + cols + `)
+SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::bytea[], $8::bytea[], $9::timestamptz[])`),
+		updateStream: r.Replace(`UPDATE $S.streams AS s SET version = u.version, major = u.major
+FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS u(stream, version, major) WHERE s.stream = u.stream`),
+		notify: `SELECT pg_notify($1, '')`,
+
+		// The horizon: the oldest transaction still running, and the newest event
+		// committed. Events with major below xmin are final.
+		horizon: r.Replace(`SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint,
+coalesce((SELECT major FROM $S.events ORDER BY major DESC, seq DESC LIMIT 1), 0)`),
+		readAll: r.Replace(`SELECT ` + cols + ` FROM $S.events
+WHERE (major, seq) > ($1, $2) AND major < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+ORDER BY major, seq LIMIT $3`),
+		readAllBack: r.Replace(`SELECT ` + cols + ` FROM $S.events
+WHERE (major, seq) < ($1, $2) AND major < pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+ORDER BY major DESC, seq DESC LIMIT $3`),
+		// The first page of a stream read comes with the stream's state, in one
+		// statement so both are of one snapshot; $2 is the exclusive bound.
+		readStream: r.Replace(`SELECT s.version, s.deleted_version, s.tombstoned, e.* FROM $S.streams s
+LEFT JOIN LATERAL (SELECT ` + cols + ` FROM $S.events e WHERE e.stream = s.stream
+AND e.version > greatest(s.deleted_version, $2) ORDER BY e.version LIMIT $3) e ON true
+WHERE s.stream = $1`),
+		readBack: r.Replace(`SELECT s.version, s.deleted_version, s.tombstoned, e.* FROM $S.streams s
+LEFT JOIN LATERAL (SELECT ` + cols + ` FROM $S.events e WHERE e.stream = s.stream
+AND e.version > s.deleted_version AND e.version < $2 ORDER BY e.version DESC LIMIT $3) e ON true
+WHERE s.stream = $1`),
+		lockStream: r.Replace(`INSERT INTO $S.streams AS s (stream) VALUES ($1)
+ON CONFLICT (stream) DO UPDATE SET stream = EXCLUDED.stream
+RETURNING version, deleted_version, tombstoned`),
+		setDeleted: r.Replace(`UPDATE $S.streams SET deleted_version = version WHERE stream = $1`),
+		setTomb:    r.Replace(`UPDATE $S.streams SET tombstoned = true WHERE stream = $1`),
+		// The oldest transaction with an id (the one the horizon is), by the age
+		// of its id, with how many committed events it holds back.
+		horizonInfo: r.Replace(`SELECT coalesce(extract(epoch FROM now() - o.since), 0)::float8, coalesce(o.pid, 0),
+	(SELECT count(*) FROM $S.events WHERE major >= pg_snapshot_xmin(pg_current_snapshot())::text::bigint)
+FROM (SELECT 1) one LEFT JOIN (
+	SELECT since, pid FROM (
+		SELECT xact_start AS since, pid, age(backend_xid) AS age FROM pg_stat_activity WHERE backend_xid IS NOT NULL
+		UNION ALL
+		SELECT prepared, NULL, age(transaction) FROM pg_prepared_xacts
+	) x ORDER BY age DESC LIMIT 1
+) o ON true`),
+	}
+}

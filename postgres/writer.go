@@ -1,0 +1,473 @@
+package postgres
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/recado-dev/recado"
+	"github.com/recado-dev/recado/eventstore"
+)
+
+// An appendReq is one Append waiting for the group-commit writer.
+type appendReq struct {
+	stream   string
+	events   []recado.Event
+	expected eventstore.ExpectedVersion
+	state    atomic.Int32 // reqQueued, then reqTaken by the writer or reqAbandoned by the caller
+	done     chan appendOutcome
+	inFlight bool // a commit carrying it was sent and its outcome is unknown (writer only)
+}
+
+const (
+	reqQueued int32 = iota
+	reqTaken
+	reqAbandoned
+)
+
+type appendOutcome struct {
+	res eventstore.AppendResult
+	err error
+}
+
+// writer commits the appends of one DB in groups: while one transaction
+// commits, the appends arriving queue up, and the next transaction takes them
+// all.
+type writer struct {
+	e    *EventStore
+	reqs chan *appendReq // unbuffered: a sent request is the writer's
+	stop chan struct{}
+	buf  batchBuf
+}
+
+const maxCommitAttempts = 3
+
+func (w *writer) close() { close(w.stop) }
+
+func (w *writer) run() {
+	var batch []*appendReq
+	for {
+		var first *appendReq
+		select {
+		case first = <-w.reqs:
+		case <-w.stop:
+			return
+		}
+		batch = append(batch[:0], first)
+		n := len(first.events)
+	collect:
+		for n < w.e.db.opts.MaxBatch {
+			select {
+			case r := <-w.reqs:
+				batch = append(batch, r)
+				n += len(r.events)
+			default:
+				break collect
+			}
+		}
+		live := batch[:0]
+		for _, r := range batch {
+			if r.state.CompareAndSwap(reqQueued, reqTaken) {
+				live = append(live, r)
+			}
+		}
+		if len(live) > 0 {
+			w.commit(live)
+		}
+		clear(batch)
+	}
+}
+
+// commit writes reqs in one transaction, retrying a transaction that failed
+// for a reason a new attempt can cure (a dropped connection, a deadlock, an
+// event ID stored meanwhile by another process). A retry of a commit whose
+// outcome is unknown is safe: the appends it stored are recognised by ID.
+func (w *writer) commit(reqs []*appendReq) {
+	var err error
+	for attempt := 1; ; attempt++ {
+		var outcomes []appendOutcome
+		var sent bool
+		outcomes, sent, err = w.e.execute(w.e.db.ctx, nil, reqs, &w.buf)
+		if err == nil {
+			for i, r := range reqs {
+				o := outcomes[i]
+				if r.inFlight && o.err == nil && o.res.Duplicate {
+					o.res.Duplicate = false // stored by this very append's earlier attempt
+				}
+				r.done <- o
+			}
+			w.e.Notify()
+			return
+		}
+		if sent {
+			for _, r := range reqs {
+				r.inFlight = true
+			}
+		}
+		if attempt == maxCommitAttempts || !retryable(err) || w.e.db.closed.Load() {
+			break
+		}
+		w.e.db.log.Warn("postgres: group commit failed, retrying", "schema", w.e.db.opts.Schema,
+			"appends", len(reqs), "attempt", attempt, "err", err)
+		select {
+		case <-time.After(time.Duration(attempt) * 20 * time.Millisecond):
+		case <-w.stop:
+		}
+	}
+	closed := w.e.db.closed.Load()
+	for _, r := range reqs {
+		switch {
+		case r.inFlight:
+			r.done <- appendOutcome{err: eventstore.UnknownOutcome(r.stream, err)}
+		case closed:
+			r.done <- appendOutcome{err: fmt.Errorf("postgres: append to %q: %w (%w)", r.stream, eventstore.ErrClosed, err)}
+		default:
+			r.done <- appendOutcome{err: fmt.Errorf("postgres: append to %q: %w", r.stream, err)}
+		}
+	}
+}
+
+// retryable reports whether a failed group commit may succeed if run again.
+func retryable(err error) bool {
+	if errors.Is(err, eventstore.ErrClosed) || errors.Is(err, context.Canceled) {
+		return false
+	}
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return true // the connection failed
+	}
+	switch pgErr.Code {
+	case "40001", "40P01", "23505", "57P01", "57P02", "57P03":
+		return true
+	}
+	return len(pgErr.Code) == 5 && pgErr.Code[:2] == "08"
+}
+
+// connLost reports whether err says the connection (not one statement) failed,
+// so a commit sent on it may or may not have happened.
+func connLost(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return true
+	}
+	return pgErr.Code[:2] == "08" || pgErr.Code[:2] == "57"
+}
+
+// batchBuf holds the column arrays of one group commit, reused between commits.
+type batchBuf struct {
+	majors, seqs, versions []int64
+	ids, streams, types    []string
+	data, meta             [][]byte
+	times                  []time.Time
+	metaBuf                []byte
+	metaEnds               []int
+
+	uStreams          []string
+	uVersions, uMajor []int64
+}
+
+func (b *batchBuf) reset() {
+	b.majors, b.seqs, b.versions = b.majors[:0], b.seqs[:0], b.versions[:0]
+	clear(b.ids)
+	clear(b.streams)
+	clear(b.types)
+	clear(b.data)
+	b.ids, b.streams, b.types, b.data = b.ids[:0], b.streams[:0], b.types[:0], b.data[:0]
+	b.meta, b.times, b.metaBuf, b.metaEnds = b.meta[:0], b.times[:0], b.metaBuf[:0], b.metaEnds[:0]
+	b.uStreams, b.uVersions, b.uMajor = b.uStreams[:0], b.uVersions[:0], b.uMajor[:0]
+}
+
+type streamRow struct {
+	version, deleted uint64
+	tombstoned       bool
+	major            int64
+	dirty            bool
+}
+
+type storedEvent struct {
+	stream  string
+	version uint64
+	typ     string
+	data    []byte
+	pos     recado.Position
+}
+
+// execute decides and writes reqs. With tx nil it runs its own transaction on
+// a connection of the pool (the group commit); otherwise it runs inside tx, the
+// caller's unit of work, and leaves the commit to it. sent reports that a
+// commit was sent, so the outcome of a failure is unknown.
+func (e *EventStore) execute(ctx context.Context, tx pgx.Tx, reqs []*appendReq, buf *batchBuf) (out []appendOutcome, sent bool, err error) {
+	q := &e.db.q
+	var streams, ids []string
+	total := 0
+	for _, r := range reqs {
+		streams = append(streams, r.stream)
+		for i := range r.events {
+			ids = append(ids, r.events[i].ID)
+		}
+		total += len(r.events)
+	}
+	slices.Sort(streams)
+	streams = slices.Compact(streams)
+
+	type sender interface {
+		SendBatch(context.Context, *pgx.Batch) pgx.BatchResults
+	}
+	var conn sender = tx
+	if tx == nil {
+		c, err := e.db.pool.Acquire(ctx)
+		if err != nil {
+			if e.db.closed.Load() {
+				return nil, false, e.db.errClosed("append")
+			}
+			return nil, false, err
+		}
+		healthy := false
+		defer func() {
+			if !healthy {
+				// The transaction may still be open (or the connection broken):
+				// end it, and drop the connection if even that fails.
+				rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				if _, rerr := c.Exec(rctx, "rollback"); rerr != nil {
+					_ = c.Conn().Close(rctx)
+				}
+				cancel()
+			}
+			c.Release()
+		}()
+		defer func() { healthy = err == nil }()
+		conn = c.Conn()
+	}
+
+	// Round trip 1: lock the streams, find the IDs already stored, take the
+	// transaction id and the sequence numbers.
+	rows := make(map[string]*streamRow, len(streams))
+	stored := make(map[string]storedEvent)
+	var xid int64
+	seqs := make([]int64, 0, total)
+	b := &pgx.Batch{}
+	if tx == nil {
+		b.Queue("begin")
+	}
+	b.Queue(q.lockStreams, streams).Query(func(rs pgx.Rows) error {
+		for rs.Next() {
+			var name string
+			var r streamRow
+			var version, deleted int64
+			if err := rs.Scan(&name, &version, &deleted, &r.tombstoned, &r.major); err != nil {
+				return err
+			}
+			r.version, r.deleted = uint64(version), uint64(deleted)
+			rows[name] = &r
+		}
+		return rs.Err()
+	})
+	b.Queue(q.storedIDs, ids).Query(func(rs pgx.Rows) error {
+		for rs.Next() {
+			var id string
+			var s storedEvent
+			var version, major, seq int64
+			if err := rs.Scan(&id, &s.stream, &version, &s.typ, &s.data, &major, &seq); err != nil {
+				return err
+			}
+			s.version = uint64(version)
+			s.pos = recado.NewPosition(uint64(major), uint64(seq))
+			stored[id] = s
+		}
+		return rs.Err()
+	})
+	b.Queue(q.xidAndSeqs, total).Query(func(rs pgx.Rows) error {
+		for rs.Next() {
+			var seq int64
+			if err := rs.Scan(&xid, &seq); err != nil {
+				return err
+			}
+			seqs = append(seqs, seq)
+		}
+		return rs.Err()
+	})
+	if err := conn.SendBatch(ctx, b).Close(); err != nil {
+		return nil, false, err
+	}
+	if len(rows) != len(streams) || len(seqs) != total {
+		return nil, false, fmt.Errorf("postgres: append: locked %d of %d streams, got %d of %d sequence numbers",
+			len(rows), len(streams), len(seqs), total)
+	}
+	slices.Sort(seqs)
+
+	buf.reset()
+	out = e.decide(reqs, rows, stored, xid, seqs, buf)
+
+	// Round trip 2: write what passed, and commit.
+	b = &pgx.Batch{}
+	if len(buf.ids) > 0 {
+		for i, end := range buf.metaEnds {
+			start := 0
+			if i > 0 {
+				start = buf.metaEnds[i-1]
+			}
+			m := buf.metaBuf[start:end:end]
+			if m == nil {
+				m = []byte{} // empty metadata is zero bytes, not NULL
+			}
+			buf.meta = append(buf.meta, m)
+		}
+		b.Queue(q.insertEvents, buf.majors, buf.seqs, buf.ids, buf.streams, buf.versions, buf.types, buf.data, buf.meta, buf.times)
+		b.Queue(q.updateStream, buf.uStreams, buf.uVersions, buf.uMajor)
+		if tx != nil {
+			b.Queue(q.notify, q.channel)
+		}
+	}
+	if tx == nil && len(buf.ids) == 0 {
+		b.Queue("rollback") // nothing passed: leave no new stream rows behind
+		return out, false, conn.SendBatch(ctx, b).Close()
+	}
+	if tx == nil {
+		b.Queue("commit")
+		// After the commit, in a transaction of its own: a NOTIFY inside the
+		// transaction would take PostgreSQL's global notify lock across the
+		// commit's WAL flush, serializing every notifying commit.
+		b.Queue(q.notify, q.channel)
+	}
+	if b.Len() == 0 {
+		return out, false, nil
+	}
+	if err := conn.SendBatch(context.WithoutCancel(ctx), b).Close(); err != nil {
+		return nil, tx == nil && connLost(err), err
+	}
+	return out, tx == nil, nil
+}
+
+// decide checks every request against the locked stream rows and the stored
+// IDs, in order, and fills buf with the events of those that pass.
+func (e *EventStore) decide(reqs []*appendReq, rows map[string]*streamRow, stored map[string]storedEvent,
+	xid int64, seqs []int64, buf *batchBuf) []appendOutcome {
+	out := make([]appendOutcome, len(reqs))
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	next := 0
+	for i, r := range reqs {
+		if _, ok := stored[r.events[0].ID]; ok {
+			out[i] = matchStored(r, stored)
+			continue
+		}
+		if err := storedLater(r, stored); err != nil {
+			out[i].err = err
+			continue
+		}
+		st := rows[r.stream]
+		if st.tombstoned {
+			out[i].err = fmt.Errorf("postgres: append to %q: %w", r.stream, eventstore.ErrStreamDeleted)
+			continue
+		}
+		if err := r.expected.Check(r.stream, st.version, st.version > st.deleted); err != nil {
+			out[i].err = err
+			continue
+		}
+		major := max(xid, st.major)
+		for j := range r.events {
+			ev := &r.events[j]
+			version := st.version + 1 + uint64(j)
+			seq := seqs[next]
+			next++
+			t := now
+			if !ev.Time.IsZero() {
+				t = ev.Time
+			}
+			data := ev.Data
+			if data == nil {
+				data = []byte{}
+			}
+			buf.majors = append(buf.majors, major)
+			buf.seqs = append(buf.seqs, seq)
+			buf.ids = append(buf.ids, ev.ID)
+			buf.streams = append(buf.streams, r.stream)
+			buf.versions = append(buf.versions, int64(version))
+			buf.types = append(buf.types, ev.Type)
+			buf.data = append(buf.data, data)
+			buf.metaBuf = ev.Metadata.AppendJSON(buf.metaBuf)
+			buf.metaEnds = append(buf.metaEnds, len(buf.metaBuf))
+			buf.times = append(buf.times, t)
+			pos := recado.NewPosition(uint64(major), uint64(seq))
+			stored[ev.ID] = storedEvent{stream: r.stream, version: version, typ: ev.Type, data: data, pos: pos}
+			if j == 0 {
+				out[i].res.FirstVersion, out[i].res.FirstPosition = version, pos
+			}
+			out[i].res.LastVersion, out[i].res.LastPosition = version, pos
+		}
+		st.version += uint64(len(r.events))
+		st.major = major
+		if !st.dirty {
+			st.dirty = true
+			buf.uStreams = append(buf.uStreams, r.stream)
+		}
+	}
+	for _, s := range buf.uStreams {
+		st := rows[s]
+		buf.uVersions = append(buf.uVersions, int64(st.version))
+		buf.uMajor = append(buf.uMajor, st.major)
+	}
+	return out
+}
+
+// matchStored handles an append whose first event ID is stored: a retry when
+// every event matches the stored one, a *DuplicateIDError otherwise.
+func matchStored(r *appendReq, stored map[string]storedEvent) appendOutcome {
+	first := stored[r.events[0].ID]
+	for j := range r.events {
+		ev := &r.events[j]
+		s, ok := stored[ev.ID]
+		want := first.version + uint64(j)
+		var reason string
+		switch {
+		case !ok:
+			return appendOutcome{err: &eventstore.DuplicateIDError{ID: r.events[0].ID, Stream: first.stream,
+				Reason: fmt.Sprintf("event %d of the append (%s) was not stored with it", j, ev.ID)}}
+		case s.stream != r.stream:
+			reason = fmt.Sprintf("stored in stream %q, appended to %q", s.stream, r.stream)
+		case s.version != want:
+			reason = fmt.Sprintf("stored at version %d, expected %d for event %d of the append", s.version, want, j)
+		case s.typ != ev.Type:
+			reason = fmt.Sprintf("stored with type %q, appended with %q", s.typ, ev.Type)
+		case !bytes.Equal(s.data, ev.Data):
+			reason = "stored with other data"
+		}
+		if reason != "" {
+			return appendOutcome{err: &eventstore.DuplicateIDError{ID: ev.ID, Stream: s.stream, Reason: reason}}
+		}
+	}
+	last := stored[r.events[len(r.events)-1].ID]
+	return appendOutcome{res: eventstore.AppendResult{
+		FirstVersion: first.version, LastVersion: last.version,
+		FirstPosition: first.pos, LastPosition: last.pos,
+		Duplicate: true,
+	}}
+}
+
+// storedLater reports an append whose first event is new but a later one is
+// stored.
+func storedLater(r *appendReq, stored map[string]storedEvent) error {
+	for j := 1; j < len(r.events); j++ {
+		if s, ok := stored[r.events[j].ID]; ok {
+			return &eventstore.DuplicateIDError{ID: r.events[j].ID, Stream: s.stream,
+				Reason: fmt.Sprintf("event %d of the append is stored but event 0 (%s) is not", j, r.events[0].ID)}
+		}
+	}
+	return nil
+}
+
+// clampInt64 maps a position or version part beyond the int64 range (never
+// stored) to the largest int64.
+func clampInt64(v uint64) int64 {
+	if v > math.MaxInt64 {
+		return math.MaxInt64
+	}
+	return int64(v)
+}
