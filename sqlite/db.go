@@ -140,6 +140,8 @@ type DB struct {
 	closeOnce sync.Once
 	closeErr  error
 
+	waiting atomic.Int64 // appends sent and not yet taken or given up, for tests
+
 	signal eventstore.Signal
 	stats  struct{ commits, appends, events, txs atomic.Uint64 }
 	events *EventStore

@@ -246,11 +246,14 @@ func (db *DB) groupAppend(ctx context.Context, stream string, events []recado.Ev
 		return zero, err
 	}
 	r := &appendReq{stream: stream, events: events, expected: expected, done: make(chan struct{})}
+	db.waiting.Add(1)
 	select {
 	case db.queue <- r:
 	case <-ctx.Done():
+		db.waiting.Add(-1)
 		return zero, ctx.Err()
 	case <-db.closing:
+		db.waiting.Add(-1)
 		return zero, db.closedErr()
 	}
 	select {
@@ -258,6 +261,7 @@ func (db *DB) groupAppend(ctx context.Context, stream string, events []recado.Ev
 		return r.res, r.err
 	case <-ctx.Done():
 		if r.state.CompareAndSwap(reqPending, reqAbandoned) {
+			db.waiting.Add(-1)
 			return zero, ctx.Err() // never sent to the database
 		}
 		select {
@@ -268,6 +272,7 @@ func (db *DB) groupAppend(ctx context.Context, stream string, events []recado.Ev
 		}
 	case <-db.done:
 		if r.state.CompareAndSwap(reqPending, reqAbandoned) {
+			db.waiting.Add(-1)
 			return zero, db.closedErr()
 		}
 		<-r.done
@@ -290,6 +295,14 @@ func (db *DB) writer() {
 		case r := <-db.queue:
 			waiting = append(waiting, r)
 		}
+		select {
+		case db.writeLock <- struct{}{}:
+		case <-db.closing:
+			db.drain(waiting)
+			return
+		}
+		// Gather once the writer is ours: appends sent while a Tx held it
+		// join this batch.
 	gather:
 		for len(waiting) < db.opts.MaxBatch {
 			select {
@@ -299,17 +312,12 @@ func (db *DB) writer() {
 				break gather
 			}
 		}
-		select {
-		case db.writeLock <- struct{}{}:
-		case <-db.closing:
-			db.drain(waiting)
-			return
-		}
 		// Only now is a request taken: a caller that gave up while a Tx held
 		// the lock gets its plain ctx error.
 		batch = batch[:0]
 		for _, r := range waiting {
 			if r.state.CompareAndSwap(reqPending, reqTaken) {
+				db.waiting.Add(-1)
 				batch = append(batch, r)
 			}
 		}
@@ -326,6 +334,7 @@ func (db *DB) writer() {
 func (db *DB) drain(waiting []*appendReq) {
 	fail := func(r *appendReq) {
 		if r.state.CompareAndSwap(reqPending, reqTaken) {
+			db.waiting.Add(-1)
 			r.reply(eventstore.AppendResult{}, db.closedErr())
 		}
 	}
