@@ -156,6 +156,55 @@ func BenchmarkBreakerParallel(b *testing.B) {
 	})
 }
 
+// BenchmarkBreakerMixed: one call in 100 fails (far below the threshold),
+// so the window is never all successes and every call is recorded.
+func BenchmarkBreakerMixed(b *testing.B) {
+	fail := func() (int, error) { return 0, errBoom }
+	b.Run("recado", func(b *testing.B) {
+		cb := recadoBreaker(b)
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			p, err := cb.Allow()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if i++; i%100 == 0 {
+				p.Done(errBoom)
+			} else {
+				p.Done(nil)
+			}
+		}
+	})
+	b.Run("gobreaker", func(b *testing.B) {
+		cb := gobreakerBreaker()
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			fn := ok
+			if i++; i%100 == 0 {
+				fn = fail
+			}
+			cb.Execute(fn)
+		}
+	})
+	b.Run("failsafe", func(b *testing.B) {
+		cb := failsafeBreaker()
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			if !cb.TryAcquirePermit() {
+				b.Fatal("rejected")
+			}
+			if i++; i%100 == 0 {
+				cb.RecordFailure()
+			} else {
+				cb.RecordSuccess()
+			}
+		}
+	})
+}
+
 // BenchmarkPipeline: retry → breaker → attempt timeout around a successful
 // call (gobreaker has no pipeline).
 func BenchmarkPipeline(b *testing.B) {
