@@ -175,7 +175,10 @@ func testCloseWhileBusy(t *testing.T, newStore Factory) {
 			stream := fmt.Sprintf("busy-%d", g)
 			for i := 0; ; i++ {
 				if i == 2 {
-					started <- struct{}{}
+					select {
+					case started <- struct{}{}:
+					default: // enough signals already
+					}
 				}
 				if _, err := s.Append(t.Context(), stream, newEvents("During", 1)); err != nil {
 					errs <- fmt.Errorf("append: %w", err)
@@ -201,8 +204,13 @@ func testCloseWhileBusy(t *testing.T, newStore Factory) {
 			errs <- errors.New("subscription: ended without an error")
 		})
 	}
+	ctx := guard(t)
 	for range 6 {
-		<-started
+		select {
+		case <-started:
+		case <-ctx.Done():
+			t.Fatalf("appends and subscriptions did not get going: %v", ctx.Err())
+		}
 	}
 	if err := c.Close(); err != nil {
 		t.Errorf("Close: %v", err)
@@ -211,7 +219,7 @@ func testCloseWhileBusy(t *testing.T, newStore Factory) {
 	go func() { wg.Wait(); close(finished) }()
 	select {
 	case <-finished:
-	case <-guard(t).Done():
+	case <-ctx.Done():
 		t.Fatalf("appends or subscriptions still running long after Close")
 	}
 	close(errs)
@@ -223,7 +231,6 @@ func testCloseWhileBusy(t *testing.T, newStore Factory) {
 	if err := c.Close(); err != nil && !errors.Is(err, eventstore.ErrClosed) {
 		t.Errorf("second Close: %v, want nil (or ErrClosed)", err)
 	}
-	ctx := t.Context()
 	if _, err := s.Append(ctx, "busy-0", newEvents("After", 1)); !errors.Is(err, eventstore.ErrClosed) {
 		t.Errorf("Append after Close: error = %v, want ErrClosed", err)
 	}

@@ -49,11 +49,16 @@ func testCatchUpThenLive(t *testing.T, newStore Factory) {
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	appended := make(chan struct{})
+	ctx := stuckGuard(t, appended)
 	var got []string
 	caughtUp := 0
 	last := recado.Position{}
-	for m, err := range eventstore.Subscribe(guard(t), s, recado.Position{}) {
+	for m, err := range eventstore.Subscribe(ctx, s, recado.Position{}) {
 		if err != nil {
+			if cause := context.Cause(ctx); cause != nil {
+				err = cause
+			}
 			t.Fatalf("subscription ended with %v after %d of %d events", err, len(got), len(wantAll))
 		}
 		if m.Position.Before(last) {
@@ -75,6 +80,7 @@ func testCatchUpThenLive(t *testing.T, newStore Factory) {
 				t.Errorf("caught up at %s, want the head %s", m.Position, head)
 			}
 			wg.Go(func() { // append while the subscription waits
+				defer close(appended)
 				for i, events := range live {
 					if _, err := s.Append(t.Context(), "live", events); err != nil {
 						t.Errorf("live append %d: %v", i, err)
