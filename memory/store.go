@@ -200,6 +200,7 @@ func (s *Store) ReadStream(ctx context.Context, name string, opts ...eventstore.
 				yield(recado.Event{}, err)
 				return
 			}
+			detach(buf)
 			if len(buf) == 0 {
 				return
 			}
@@ -218,7 +219,8 @@ func (s *Store) ReadStream(ctx context.Context, name string, opts ...eventstore.
 }
 
 // streamChunk appends to buf the next events of a stream read, from version
-// *next, and moves *next past them. The first call (started false) checks the
+// *next, and moves *next past them. The events share memory with the store
+// until [detach]ed. The first call (started false) checks the
 // stream and sets *next from the options.
 func (s *Store) streamChunk(name string, next *uint64, started bool, o eventstore.ReadOptions, left int, buf []recado.Event) ([]recado.Event, error) {
 	s.mu.RLock()
@@ -249,7 +251,7 @@ func (s *Store) streamChunk(name string, next *uint64, started bool, o eventstor
 		n = min(n, left)
 	}
 	for len(buf) < n && *next > st.start && *next <= st.last() {
-		buf = append(buf, copyEvent(s.log[st.index(*next)]))
+		buf = append(buf, s.log[st.index(*next)])
 		if o.Backwards {
 			*next--
 		} else {
@@ -281,6 +283,7 @@ func (s *Store) ReadAll(ctx context.Context, after recado.Position, opts ...even
 				yield(recado.Event{}, err)
 				return
 			}
+			detach(buf)
 			if len(buf) == 0 {
 				return
 			}
@@ -299,7 +302,8 @@ func (s *Store) ReadAll(ctx context.Context, after recado.Position, opts ...even
 }
 
 // logChunk appends to buf the next events of a read of the log from index
-// *next, and moves *next past them. The first call (started false) finds where the
+// *next, and moves *next past them (sharing memory with the store until
+// [detach]ed). The first call (started false) finds where the
 // read starts: log[i] has position i+1, so forwards the first event after
 // (n, m) is log[n]; backwards the last event before (n, 0) is log[n-2], before
 // (n, m>0) it is log[n-1], and before the zero position it is the last event.
@@ -328,12 +332,12 @@ func (s *Store) logChunk(next *int, started bool, after recado.Position, o event
 	}
 	if o.Backwards {
 		for ; len(buf) < n && *next >= 0; *next-- {
-			buf = append(buf, copyEvent(s.log[*next]))
+			buf = append(buf, s.log[*next])
 		}
 		return buf, nil
 	}
 	for ; len(buf) < n && *next < len(s.log); *next++ {
-		buf = append(buf, copyEvent(s.log[*next]))
+		buf = append(buf, s.log[*next])
 	}
 	return buf, nil
 }
@@ -406,4 +410,27 @@ func copyEvent(e recado.Event) recado.Event {
 		e.Metadata.Fields = maps.Clone(e.Metadata.Fields)
 	}
 	return e
+}
+
+// detach gives a chunk of events read from the store their own copies of Data
+// and Metadata.Fields, so that a reader that changes an event cannot change the
+// store. The data of the whole chunk is copied into one allocation. Stored
+// events are never modified, so this needs no lock.
+func detach(events []recado.Event) {
+	size := 0
+	for i := range events {
+		size += len(events[i].Data)
+	}
+	arena := make([]byte, 0, size)
+	for i := range events {
+		e := &events[i]
+		if e.Data != nil {
+			start := len(arena)
+			arena = append(arena, e.Data...)
+			e.Data = arena[start:len(arena):len(arena)] // appending to it cannot reach the next event's data
+		}
+		if e.Metadata.Fields != nil {
+			e.Metadata.Fields = maps.Clone(e.Metadata.Fields)
+		}
+	}
 }
