@@ -1,0 +1,73 @@
+package sqlite_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/recado-dev/recado"
+	"github.com/recado-dev/recado/eventstore"
+	"github.com/recado-dev/recado/sqlite"
+)
+
+// Open a file, append events, and commit events together with a row of a
+// read model in one unit of work.
+func Example() {
+	dir, err := os.MkdirTemp("", "recado-example")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer os.RemoveAll(dir)
+
+	db, err := sqlite.Open(filepath.Join(dir, "shop.db"), sqlite.Options{})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer db.Close()
+	ctx := context.Background()
+	events := db.Events()
+
+	// A plain append goes through group commit.
+	res, err := events.Append(ctx, "order-1", []recado.Event{
+		recado.NewEvent("OrderPlaced", []byte(`{"total":42}`)),
+	}, eventstore.Expect(eventstore.NoStream))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println("placed at version", res.LastVersion)
+
+	// A unit of work: the event and the read model's row commit together.
+	err = db.Tx(ctx, func(tx *sqlite.Tx) error {
+		if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS order_status (id TEXT PRIMARY KEY, status TEXT)`); err != nil {
+			return err
+		}
+		_, err := events.Append(ctx, "order-1", []recado.Event{
+			recado.NewEvent("OrderPaid", []byte(`{}`)),
+		}, eventstore.ExpectVersion(res.LastVersion), eventstore.InTx(tx))
+		if err != nil {
+			return err // rolls back everything
+		}
+		_, err = tx.ExecContext(ctx, `INSERT INTO order_status VALUES ('order-1', 'paid')`)
+		return err
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+
+	for e, err := range events.ReadStream(ctx, "order-1") {
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		fmt.Println(e.Version, e.Type, string(e.Data))
+	}
+	// Output:
+	// placed at version 1
+	// 1 OrderPlaced {"total":42}
+	// 2 OrderPaid {}
+}
