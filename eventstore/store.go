@@ -26,12 +26,17 @@ type Store interface {
 	// version; otherwise the error is a [*DuplicateIDError]. This check comes
 	// before the version check.
 	//
+	// A retry of part of an earlier batch (consecutive events of it, in order) is
+	// recognised the same way. A retry is recognised even after the stream was
+	// deleted or tombstoned: it reports what happened, it does not write.
+	//
 	// If ctx ends while the append is committing, Append returns an error wrapping
 	// [ErrUnknownOutcome]: retry it with the same events.
 	Append(ctx context.Context, stream string, events []recado.Event, opts ...AppendOption) (AppendResult, error)
 
 	// ReadStream reads the events of one stream, by default all of them forwards.
-	// [FromVersion], [Backwards] and [Limit] narrow it. A stream that does not
+	// [FromVersion], [Backwards] and [Limit] narrow it; backwards from a version
+	// beyond the end starts at the last event. A stream that does not
 	// exist (or was soft-deleted) yields [ErrStreamNotFound]; a tombstoned one,
 	// [ErrStreamDeleted].
 	ReadStream(ctx context.Context, stream string, opts ...ReadOption) iter.Seq2[recado.Event, error]
@@ -217,6 +222,6 @@ type Deleter interface {
 	Delete(ctx context.Context, stream string, opts ...AppendOption) error
 	// Tombstone deletes stream for good: reads and appends fail with
 	// [ErrStreamDeleted], and the name can never be used again. The events stay
-	// in the global log.
+	// in the global log. Tombstoning a tombstoned stream is [ErrStreamDeleted].
 	Tombstone(ctx context.Context, stream string, opts ...AppendOption) error
 }

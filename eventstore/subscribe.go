@@ -148,6 +148,11 @@ func NewSubscribeOptions(s Store, opts ...SubscribeOption) SubscribeOptions {
 // passes, and a KindCaughtUp message each time it has delivered everything and
 // starts waiting. It ends after yielding an error: the store's, or ctx's.
 //
+// Before each KindCaughtUp, the subscription's Position has reached the position
+// in the KindCaughtUp message through the KindEvent or KindProgress message just
+// before it, so a subscriber that stores positions has stored the head when it is
+// told it caught up. A store's own [Subscriber] must keep the same promise.
+//
 // A subscriber that stores the Position of each message it has handled, and
 // subscribes again after it, sees every event exactly once and each stream in
 // order. Events are read with [Store.ReadAll], so this holds for every store that
