@@ -12,6 +12,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"os"
 	"path/filepath"
@@ -39,12 +40,12 @@ type (
 func main() {
 	path := flag.String("db", "", "SQLite file to use (default: a new file in a temporary folder)")
 	flag.Parse()
-	if err := run(context.Background(), *path); err != nil {
+	if err := run(context.Background(), os.Stdout, *path); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(ctx context.Context, path string) error {
+func run(ctx context.Context, w io.Writer, path string) error {
 	if path == "" {
 		dir, err := os.MkdirTemp("", "recado-quickstart-")
 		if err != nil {
@@ -67,7 +68,7 @@ func run(ctx context.Context, path string) error {
 	); err != nil {
 		return err
 	}
-	fmt.Println("event store:", path)
+	fmt.Fprintln(w, "event store:", path)
 
 	// 1. Place an order: the stream must not exist yet.
 	id := recado.NewID()
@@ -82,7 +83,7 @@ func run(ctx context.Context, path string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("appended OrderPlaced to %s: version %d, position %s\n", stream, res.LastVersion, res.LastPosition)
+	fmt.Fprintf(w, "appended OrderPlaced to %s: version %d, position %s\n", stream, res.LastVersion, res.LastPosition)
 
 	// 2. The network failed and we do not know whether that append went through:
 	// retrying with the same event (same ID) is safe and stores nothing new.
@@ -90,7 +91,7 @@ func run(ctx context.Context, path string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("retried the same append: duplicate=%v, same position %s\n", again.Duplicate, again.LastPosition)
+	fmt.Fprintf(w, "retried the same append: duplicate=%v, same position %s\n", again.Duplicate, again.LastPosition)
 
 	// 3. Two writers decided on version 1; only the first one's append wins.
 	paid, _ := reg.NewEvent(OrderPaid{OrderID: orderID, Method: "card"}, recado.Metadata{CorrelationID: orderID})
@@ -103,10 +104,10 @@ func run(ctx context.Context, path string) error {
 	if !errors.As(err, &conflict) {
 		return fmt.Errorf("expected a conflict, got %v", err)
 	}
-	fmt.Printf("a stale writer is refused: expected version %s, actual %d\n", conflict.Expected, conflict.Actual)
+	fmt.Fprintf(w, "a stale writer is refused: expected version %s, actual %d\n", conflict.Expected, conflict.Actual)
 
 	// 4. Read the stream back as Go values.
-	fmt.Println("stream", stream+":")
+	fmt.Fprintln(w, "stream", stream+":")
 	for e, err := range store.ReadStream(ctx, stream) {
 		if err != nil {
 			return err
@@ -115,7 +116,7 @@ func run(ctx context.Context, path string) error {
 		if err != nil {
 			return err
 		}
-		fmt.Printf("  v%d %-11s %+v\n", e.Version, e.Type, v)
+		fmt.Fprintf(w, "  v%d %-11s %+v\n", e.Version, e.Type, v)
 	}
 
 	// 5. Follow every order stream from the start of the log, then live: when
@@ -124,7 +125,7 @@ func run(ctx context.Context, path string) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	late := "order-late-" + orderID
-	fmt.Println("subscription to order-*:")
+	fmt.Fprintln(w, "subscription to order-*:")
 	filter := eventstore.Filter{StreamPrefixes: []string{"order-"}}
 	for m, err := range eventstore.Subscribe(ctx, store, recado.Position{}, eventstore.WithFilter(filter)) {
 		if err != nil {
@@ -132,13 +133,13 @@ func run(ctx context.Context, path string) error {
 		}
 		switch m.Kind {
 		case eventstore.KindEvent:
-			fmt.Printf("  %-6s %-22s %s\n", m.Position, m.Event.Stream, m.Event.Type)
+			fmt.Fprintf(w, "  %-6s %-22s %s\n", m.Position, m.Event.Stream, m.Event.Type)
 			if m.Event.Stream == late {
-				fmt.Println("done: the late order arrived live")
+				fmt.Fprintln(w, "done: the late order arrived live")
 				return nil
 			}
 		case eventstore.KindCaughtUp:
-			fmt.Printf("  caught up at %s; placing another order\n", m.Position)
+			fmt.Fprintf(w, "  caught up at %s; placing another order\n", m.Position)
 			next, err := reg.NewEvent(OrderPlaced{OrderID: "late", Items: []string{"pot"}, Total: 3200}, recado.Metadata{})
 			if err != nil {
 				return err
