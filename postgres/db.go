@@ -27,6 +27,9 @@ type Options struct {
 	// MaxBatch is the most events one group commit writes. Default 1024. An
 	// append with more events than MaxBatch is committed on its own.
 	MaxBatch int
+	// Writers is how many group commits may be in flight at once, each on a
+	// connection of the pool. Default 4.
+	Writers int
 	// PollInterval is how often an idle subscription reads the log again in case
 	// a notification was lost. Default 1s.
 	PollInterval time.Duration
@@ -45,6 +48,9 @@ func (o *Options) setDefaults() {
 	if o.PollInterval <= 0 {
 		o.PollInterval = time.Second
 	}
+	if o.Writers <= 0 {
+		o.Writers = 4
+	}
 }
 
 // Validate reports whether o can be used.
@@ -54,6 +60,8 @@ func (o Options) Validate() error {
 		return fmt.Errorf("postgres: schema name %q is longer than 63 bytes", o.Schema)
 	case o.MaxBatch < 0:
 		return fmt.Errorf("postgres: negative MaxBatch %d", o.MaxBatch)
+	case o.Writers < 0:
+		return fmt.Errorf("postgres: negative Writers %d", o.Writers)
 	case o.PollInterval < 0:
 		return fmt.Errorf("postgres: negative PollInterval %s", o.PollInterval)
 	}
@@ -99,8 +107,10 @@ func Open(ctx context.Context, pool *pgxpool.Pool, opts Options) (*DB, error) {
 	}
 	db.ctx, db.cancel = context.WithCancel(context.Background())
 	db.events = newEvents(db)
-	db.wg.Add(2)
-	go func() { defer db.wg.Done(); db.events.w.run() }()
+	db.wg.Add(1 + opts.Writers)
+	for range opts.Writers {
+		go func() { defer db.wg.Done(); db.events.w.loop() }()
+	}
 	go func() { defer db.wg.Done(); db.listen() }()
 	return db, nil
 }

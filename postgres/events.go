@@ -31,8 +31,9 @@ var (
 )
 
 const (
-	readAllPage    = 1000
-	readStreamPage = 500
+	readAllFirstPage = 512
+	readAllMaxPage   = 8192
+	readStreamPage   = 500
 )
 
 func newEvents(db *DB) *EventStore {
@@ -88,7 +89,7 @@ func (e *EventStore) Append(ctx context.Context, stream string, events []recado.
 }
 
 func (e *EventStore) appendInTx(ctx context.Context, tx *Tx, r *appendReq) (eventstore.AppendResult, error) {
-	out, _, err := e.execute(ctx, tx.tx, []*appendReq{r}, &batchBuf{})
+	out, _, err := e.execute(ctx, tx.tx, []*appendReq{r}, &batchBuf{}, true)
 	if err != nil {
 		return eventstore.AppendResult{}, fmt.Errorf("postgres: append to %q in a unit of work: %w", r.stream, err)
 	}
@@ -113,6 +114,9 @@ func (e *EventStore) Subscribe(ctx context.Context, after recado.Position, opts 
 // beyond it (a transaction that began earlier is still open), the read waits
 // for the horizon to pass them before it ends, so it never returns fewer
 // events than were committed when it started.
+//
+// The log is read in pages; while the caller handles one page, the next is
+// fetched. No connection is held while the caller's loop body runs.
 func (e *EventStore) ReadAll(ctx context.Context, after recado.Position, opts ...eventstore.ReadOption) iter.Seq2[recado.Event, error] {
 	o := eventstore.NewReadOptions(opts...)
 	return func(yield func(recado.Event, error) bool) {
@@ -120,85 +124,152 @@ func (e *EventStore) ReadAll(ctx context.Context, after recado.Position, opts ..
 			yield(recado.Event{}, err)
 			return
 		}
+		r := &allReader{e: e, backwards: o.Backwards, remaining: o.Limit, target: -1, page: readAllFirstPage}
 		major, seq := after.Parts()
-		cur := [2]int64{clampInt64(major), clampInt64(seq)}
+		r.cur = [2]int64{clampInt64(major), clampInt64(seq)}
 		if o.Backwards && after.IsZero() {
-			cur = [2]int64{math.MaxInt64, math.MaxInt64}
+			r.cur = [2]int64{math.MaxInt64, math.MaxInt64}
 		}
-		q := e.db.q.readAll
-		if o.Backwards {
-			q = e.db.q.readAllBack
+		if err := r.start(ctx); err != nil {
+			yield(recado.Event{}, err)
+			return
 		}
-		remaining := o.Limit
-		p := &page{}
-		var target int64 = -1 // the newest major committed when the read started, while not yet below the horizon
-		first := true
+		p, spare := &page{}, &page{}
+		err := r.fetch(ctx, p, r.cur, r.pageSize(), !o.Backwards)
 		for {
-			n := readAllPage
-			if remaining > 0 && remaining < n {
-				n = remaining
-			}
-			b := &pgx.Batch{}
-			if first {
-				b.Queue(e.db.q.horizon).QueryRow(func(row pgx.Row) error {
-					var xmin, newest int64
-					if err := row.Scan(&xmin, &newest); err != nil {
-						return err
-					}
-					if newest >= xmin {
-						target = newest
-					}
-					return nil
-				})
-			}
-			if first && o.Backwards && target >= 0 {
-				// Reading from the end: first wait until everything committed
-				// before the start is readable.
-				if err := e.sendBatch(ctx, b); err != nil {
-					yield(recado.Event{}, fmt.Errorf("postgres: read all: %w", err))
-					return
-				}
-				b = &pgx.Batch{}
-				if err := e.waitHorizon(ctx, min(target, cur[0])); err != nil {
-					yield(recado.Event{}, err)
-					return
-				}
-				target = -1
-			}
-			first = false
-			p.reset()
-			b.Queue(q, cur[0], cur[1], n).Query(func(rs pgx.Rows) error { return readPage(rs, p, 0) })
-			if err := e.sendBatch(ctx, b); err != nil {
-				yield(recado.Event{}, fmt.Errorf("postgres: read all after %s: %w", recado.NewPosition(uint64(cur[0]), uint64(cur[1])), err))
+			if err != nil {
+				yield(recado.Event{}, fmt.Errorf("postgres: read all after %s: %w", after, err))
 				return
 			}
-			p.finish()
-			for i := range p.events {
-				if !yield(p.events[i], nil) {
-					return
+			n := r.pageSize()
+			got := p.rows()
+			r.advance(p)
+			var next chan error
+			if got == n && r.remaining >= 0 {
+				// A full page: fetch the next one while this one is decoded and
+				// handled.
+				r.page = min(2*r.page, readAllMaxPage)
+				next = make(chan error, 1)
+				go func(q *page, cur [2]int64, n int) { next <- r.fetch(ctx, q, cur, n, false) }(spare, r.cur, r.pageSize())
+			}
+			if err := p.decode(); err != nil {
+				if next != nil {
+					<-next
 				}
-			}
-			if k := len(p.events); k > 0 {
-				last := p.events[k-1].Position
-				major, seq := last.Parts()
-				cur = [2]int64{int64(major), int64(seq)}
-				if remaining > 0 {
-					if remaining -= k; remaining == 0 {
-						return
-					}
-				}
-			}
-			if len(p.events) == n {
-				continue
-			}
-			if target < 0 || o.Backwards {
-				return
-			}
-			if err := e.waitHorizon(ctx, target); err != nil {
 				yield(recado.Event{}, err)
 				return
 			}
-			target = -1
+			for i := range p.events {
+				if !yield(p.events[i], nil) {
+					if next != nil {
+						<-next
+					}
+					return
+				}
+			}
+			if next != nil {
+				err = <-next
+				p, spare = spare, p
+				continue
+			}
+			if r.remaining < 0 || r.target < 0 || o.Backwards {
+				return
+			}
+			// The end of what is readable, but events committed before the
+			// read started lie beyond the horizon: wait for it, read on.
+			if err := e.waitHorizon(ctx, r.target); err != nil {
+				yield(recado.Event{}, err)
+				return
+			}
+			r.target = -1
+			err = r.fetch(ctx, p, r.cur, r.pageSize(), false)
+		}
+	}
+}
+
+// allReader is the state of one ReadAll.
+type allReader struct {
+	e         *EventStore
+	backwards bool
+	cur       [2]int64 // the position to read after (before, backwards)
+	remaining int      // events still wanted: 0 is no limit, -1 is done
+	target    int64    // while >= 0, the newest major committed at the start, not yet below the horizon
+	page      int      // the page size, growing from readAllFirstPage to readAllMaxPage
+}
+
+// pageSize is the size of the next page: it starts small, for the short
+// reads of a live subscription, and doubles with every full page, so a long
+// read pays few round trips.
+func (r *allReader) pageSize() int {
+	n := r.page
+	if r.remaining > 0 && r.remaining < n {
+		return r.remaining
+	}
+	return n
+}
+
+// start reads the horizon. A backwards read from the end first waits until
+// everything committed before it started is readable.
+func (r *allReader) start(ctx context.Context) error {
+	if !r.backwards {
+		return nil // the horizon comes with the first page
+	}
+	b := &pgx.Batch{}
+	r.queueHorizon(b)
+	if err := r.e.sendBatch(ctx, b); err != nil {
+		return fmt.Errorf("postgres: read all: %w", err)
+	}
+	if r.target >= 0 {
+		if err := r.e.waitHorizon(ctx, min(r.target, r.cur[0])); err != nil {
+			return err
+		}
+		r.target = -1
+	}
+	return nil
+}
+
+func (r *allReader) queueHorizon(b *pgx.Batch) {
+	b.Queue(r.e.db.q.horizon).QueryRow(func(row pgx.Row) error {
+		var xmin, newest int64
+		if err := row.Scan(&xmin, &newest); err != nil {
+			return err
+		}
+		if newest >= xmin {
+			r.target = newest
+		}
+		return nil
+	})
+}
+
+// fetch reads the page of n events after cur into p, with the horizon first
+// if withHorizon.
+func (r *allReader) fetch(ctx context.Context, p *page, cur [2]int64, n int, withHorizon bool) error {
+	q := r.e.db.q.readAll
+	if r.backwards {
+		q = r.e.db.q.readAllBack
+	}
+	b := &pgx.Batch{}
+	if withHorizon {
+		r.queueHorizon(b)
+	}
+	b.Queue(q, cur[0], cur[1], n).Query(func(rs pgx.Rows) error {
+		p.reset(n) // again on a retry
+		return readPage(rs, p, 0)
+	})
+	return r.e.sendBatch(ctx, b)
+}
+
+// advance moves the reader past the rows of p.
+func (r *allReader) advance(p *page) {
+	k := p.rows()
+	if k == 0 {
+		return
+	}
+	major, seq := p.position(k - 1).Parts()
+	r.cur = [2]int64{int64(major), int64(seq)}
+	if r.remaining > 0 {
+		if r.remaining -= k; r.remaining == 0 {
+			r.remaining = -1
 		}
 	}
 }
@@ -310,7 +381,7 @@ func (e *EventStore) ReadStream(ctx context.Context, stream string, opts ...even
 			if remaining > 0 && remaining < n {
 				n = remaining
 			}
-			p.reset()
+			p.reset(n)
 			var state struct {
 				found            bool
 				version, deleted int64
@@ -355,7 +426,10 @@ func (e *EventStore) ReadStream(ctx context.Context, stream string, opts ...even
 				}
 				return
 			}
-			p.finish()
+			if err := p.decode(); err != nil {
+				yield(recado.Event{}, err)
+				return
+			}
 			for i := range p.events {
 				if !yield(p.events[i], nil) {
 					return

@@ -11,105 +11,125 @@ import (
 	"github.com/recado-dev/recado"
 )
 
-// page collects the events of one read query with few allocations: the text
-// of the events (IDs and stream names) is copied into one buffer that becomes
-// one string, the data into shared chunks, and type names are interned.
+// page holds the events of one read query. Reading it is two steps, so that a
+// reader can decode one page while the next is received: add copies each row's
+// column values back to back into one buffer (the connection is then free),
+// and decode turns them into events. The events' data point into that buffer,
+// their IDs and streams into one string per page, and type names are interned:
+// a page costs a few allocations, not several per event.
 type page struct {
+	raw    []byte
+	ends   []int32 // eventCols per row: where each column value ends in raw
 	events []recado.Event
-	text   []byte
-	spans  []textSpan
 	types  map[string]string
-	chunk  []byte
 }
 
-type textSpan struct{ id, stream [2]int }
+// eventCols are the columns of an event row: major, seq, id, stream, version,
+// type, data, metadata, time (in binary: see checkFormats).
+const eventCols = 9
 
-const (
-	pgEpochMicros = 946684800 * 1_000_000 // 2000-01-01 in Unix microseconds
-	dataChunkSize = 64 << 10
-)
+const pgEpochMicros = 946684800 * 1_000_000 // 2000-01-01 in Unix microseconds
 
-func (p *page) reset() {
+// reset empties p for a page of up to n rows. The buffer is new (the events
+// of the last page keep theirs), sized from the last page's rows.
+func (p *page) reset(n int) {
+	rowSize := 512
+	if k := p.rows(); k > 0 {
+		rowSize = len(p.raw)/k + 1
+	}
+	p.raw = make([]byte, 0, rowSize*n)
+	p.ends = p.ends[:0]
 	p.events = p.events[:0]
-	p.text = p.text[:0]
-	p.spans = p.spans[:0]
 	if p.types == nil || len(p.types) > 4096 {
 		p.types = make(map[string]string)
 	}
 }
 
-// add decodes one row whose columns at off are the 9 event columns
-// (major, seq, id, stream, version, type, data, metadata, time) in binary.
+func (p *page) rows() int { return len(p.ends) / eventCols }
+
+// add copies one row whose event columns start at off.
 func (p *page) add(raw [][]byte, off int) error {
-	raw = raw[off : off+9]
-	for i, v := range raw {
+	for i, v := range raw[off : off+eventCols] {
 		if v == nil {
 			return fmt.Errorf("postgres: event column %d is NULL", i)
 		}
+		p.raw = append(p.raw, v...)
+		p.ends = append(p.ends, int32(len(p.raw)))
 	}
-	var e recado.Event
-	major, seq := binary.BigEndian.Uint64(raw[0]), binary.BigEndian.Uint64(raw[1])
-	e.Position = recado.NewPosition(major, seq)
-	e.Version = binary.BigEndian.Uint64(raw[4])
-	var sp textSpan
-	sp.id = p.appendText(raw[2])
-	sp.stream = p.appendText(raw[3])
-	typ, ok := p.types[string(raw[5])]
-	if !ok {
-		typ = string(raw[5])
-		p.types[typ] = typ
-	}
-	e.Type = typ
-	e.Data = p.copyData(raw[6])
-	if len(raw[7]) > 0 {
-		md, err := recado.ParseMetadata(raw[7])
-		if err != nil {
-			return fmt.Errorf("postgres: event at %d:%d: %w", major, seq, err)
-		}
-		e.Metadata = md
-	}
-	us := int64(binary.BigEndian.Uint64(raw[8]))
-	e.Time = time.UnixMicro(us + pgEpochMicros).UTC()
-	p.events = append(p.events, e)
-	p.spans = append(p.spans, sp)
 	return nil
 }
 
-func (p *page) appendText(b []byte) [2]int {
-	start := len(p.text)
-	p.text = append(p.text, b...)
-	return [2]int{start, len(p.text)}
+// col returns column c of row r.
+func (p *page) col(r, c int) []byte {
+	i := r*eventCols + c
+	start := int32(0)
+	if i > 0 {
+		start = p.ends[i-1]
+	}
+	return p.raw[start:p.ends[i]:p.ends[i]]
 }
 
-// copyData copies b into the current chunk; the result's capacity ends at its
-// length so an append by the caller never writes over the next event.
-func (p *page) copyData(b []byte) []byte {
-	if len(b) > dataChunkSize/4 {
-		return append([]byte(nil), b...)
-	}
-	if len(p.chunk)+len(b) > cap(p.chunk) {
-		p.chunk = make([]byte, 0, dataChunkSize)
-	}
-	start := len(p.chunk)
-	p.chunk = append(p.chunk, b...)
-	return p.chunk[start:len(p.chunk):len(p.chunk)]
+// position returns the position of row r.
+func (p *page) position(r int) recado.Position {
+	return recado.NewPosition(binary.BigEndian.Uint64(p.col(r, 0)), binary.BigEndian.Uint64(p.col(r, 1)))
 }
 
-// finish turns the collected text into the events' strings.
-func (p *page) finish() {
-	text := string(p.text)
-	for i := range p.events {
-		sp := p.spans[i]
-		p.events[i].ID = text[sp.id[0]:sp.id[1]]
-		p.events[i].Stream = text[sp.stream[0]:sp.stream[1]]
+// decode turns the rows into p.events.
+func (p *page) decode() error {
+	n := p.rows()
+	p.events = slicesGrow(p.events[:0], n)
+	size := 0
+	for r := range n {
+		size += len(p.col(r, 2)) + len(p.col(r, 3))
 	}
+	text := make([]byte, 0, size)
+	for r := range n {
+		text = append(text, p.col(r, 2)...)
+		text = append(text, p.col(r, 3)...)
+	}
+	str := string(text)
+	at := 0
+	for r := range n {
+		e := &p.events[r]
+		e.Position = p.position(r)
+		id, stream := len(p.col(r, 2)), len(p.col(r, 3))
+		e.ID, e.Stream = str[at:at+id], str[at+id:at+id+stream]
+		at += id + stream
+		e.Version = binary.BigEndian.Uint64(p.col(r, 4))
+		typ, ok := p.types[string(p.col(r, 5))]
+		if !ok {
+			typ = string(p.col(r, 5))
+			p.types[typ] = typ
+		}
+		e.Type = typ
+		e.Data = p.col(r, 6)
+		e.Metadata = recado.Metadata{}
+		if md := p.col(r, 7); len(md) > 0 {
+			m, err := recado.ParseMetadata(md)
+			if err != nil {
+				return fmt.Errorf("postgres: event at %s: %w", e.Position, err)
+			}
+			e.Metadata = m
+		}
+		us := int64(binary.BigEndian.Uint64(p.col(r, 8)))
+		e.Time = time.UnixMicro(us + pgEpochMicros).UTC()
+	}
+	return nil
+}
+
+// slicesGrow returns s with length n, reusing its array when large enough.
+func slicesGrow(s []recado.Event, n int) []recado.Event {
+	if cap(s) >= n {
+		return s[:n]
+	}
+	return make([]recado.Event, n)
 }
 
 // checkFormats verifies the result columns from off are in the binary formats
-// add expects (text columns may be either: their bytes are the same).
+// decode expects (text columns may be either: their bytes are the same).
 func checkFormats(fds []pgconn.FieldDescription, off int) error {
-	if len(fds) < off+9 {
-		return fmt.Errorf("postgres: read query returned %d columns, want %d", len(fds), off+9)
+	if len(fds) < off+eventCols {
+		return fmt.Errorf("postgres: read query returned %d columns, want %d", len(fds), off+eventCols)
 	}
 	for _, i := range []int{0, 1, 4, 6, 7, 8} {
 		if fds[off+i].Format != pgx.BinaryFormatCode {

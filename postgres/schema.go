@@ -35,7 +35,7 @@ CREATE TABLE %[1]s.streams (
 	tombstoned      boolean NOT NULL DEFAULT false,
 	major           bigint  NOT NULL DEFAULT 0
 );
-CREATE SEQUENCE %[1]s.events_seq AS bigint;
+CREATE SEQUENCE %[1]s.events_seq AS bigint INCREMENT BY 1024; -- one value is a block of seqBlock numbers
 CREATE TABLE %[1]s.events (
 	major    bigint      NOT NULL,
 	seq      bigint      NOT NULL,
@@ -113,11 +113,22 @@ func (db *DB) migrateContract(ctx context.Context, tx pgx.Tx, c contract) error 
 	return nil
 }
 
+// streamChanged starts the error of a compare-and-set of stream rows that
+// found one changed by another writer.
+const streamChanged = "recado: stream changed by another writer"
+
+// seqBlock is how many sequence numbers one nextval of events_seq stands for
+// (the sequence's increment).
+const seqBlock = 1024
+
 // queries are the SQL statements of one schema, built once.
 type queries struct {
 	channel string
 
 	lockStreams  string
+	readStreams  string
+	casStreams   string
+	newStreams   string
 	storedIDs    string
 	xidAndSeqs   string
 	insertEvents string
@@ -145,13 +156,25 @@ func newQueries(schema, channel string) queries {
 		lockStreams: r.Replace(`INSERT INTO $S.streams AS s (stream) SELECT unnest($1::text[]) ORDER BY 1
 ON CONFLICT (stream) DO UPDATE SET stream = EXCLUDED.stream
 RETURNING stream, version, deleted_version, tombstoned, major`),
-		storedIDs:  r.Replace(`SELECT id, stream, version, type, data, major, seq FROM $S.events WHERE id = ANY($1::text[])`),
-		xidAndSeqs: r.Replace(`SELECT pg_current_xact_id()::text::bigint, nextval('$S.events_seq') FROM generate_series(1, $1::int)`),
+		storedIDs:   r.Replace(`SELECT id, stream, version, type, data, major, seq FROM $S.events WHERE id = ANY($1::text[])`),
+		readStreams: r.Replace(`SELECT stream, version, deleted_version, tombstoned, major FROM $S.streams WHERE stream = ANY($1::text[])`),
+		xidAndSeqs:  r.Replace(`SELECT pg_current_xact_id()::text::bigint, nextval('$S.events_seq') FROM generate_series(1, $1::int)`),
 		insertEvents: r.Replace(`INSERT INTO $S.events (` + cols + `)
 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::bytea[], $8::bytea[], $9::timestamptz[])`),
 		updateStream: r.Replace(`UPDATE $S.streams AS s SET version = u.version, major = u.major
 FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS u(stream, version, major) WHERE s.stream = u.stream`),
-		notify: `SELECT pg_notify($1, '')`,
+		// The optimistic group commit read the stream rows without locking them:
+		// the update goes ahead only if none changed meanwhile, and otherwise
+		// fails the transaction (with an error naming the cause) to be retried
+		// with locks.
+		casStreams: r.Replace(`WITH c AS (
+	UPDATE $S.streams AS s SET version = u.version, major = u.major
+	FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[]) AS u(stream, version, major, old_version, old_deleted)
+	WHERE s.stream = u.stream AND s.version = u.old_version AND s.deleted_version = u.old_deleted AND NOT s.tombstoned
+	RETURNING 1)
+SELECT CASE WHEN count(*) = $6 THEN 0 ELSE ('` + streamChanged + ` ' || count(*))::int END FROM c`),
+		newStreams: r.Replace(`INSERT INTO $S.streams (stream, version, major) SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[])`),
+		notify:     `SELECT pg_notify($1, '')`,
 
 		// The horizon: the oldest transaction still running, and the newest event
 		// committed. Events with major below xmin are final.

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -40,20 +42,25 @@ type appendOutcome struct {
 
 // writer commits the appends of one DB in groups: while one transaction
 // commits, the appends arriving queue up, and the next transaction takes them
-// all.
+// all. Several loops (Options.Writers) take groups from one queue, so that one
+// group's round trips and WAL flush overlap the next group's.
 type writer struct {
 	e    *EventStore
 	reqs chan *appendReq // unbuffered: a sent request is the writer's
 	stop chan struct{}
-	buf  batchBuf
 }
 
 const maxCommitAttempts = 3
 
 func (w *writer) close() { close(w.stop) }
 
-func (w *writer) run() {
-	var batch []*appendReq
+// loop is one writer connection's group commit loop.
+func (w *writer) loop() {
+	var (
+		batch []*appendReq
+		buf   batchBuf
+		last  int // appends in the last commit
+	)
 	for {
 		var first *appendReq
 		select {
@@ -63,16 +70,26 @@ func (w *writer) run() {
 		}
 		batch = append(batch[:0], first)
 		n := len(first.events)
-	collect:
-		for n < w.e.db.opts.MaxBatch {
+		// Take every append waiting. Appenders whose previous append the last
+		// commit just answered may be a scheduling slice away: give them up to
+		// two chances to arrive, or the next commit would carry a few and the
+		// one after it the rest.
+		for idle := 0; idle < 2 && n < w.e.db.opts.MaxBatch; {
 			select {
 			case r := <-w.reqs:
 				batch = append(batch, r)
 				n += len(r.events)
+				idle = 0
 			default:
-				break collect
+				if len(batch) >= last {
+					idle = 2
+					break
+				}
+				runtime.Gosched()
+				idle++
 			}
 		}
+		last = len(batch)
 		live := batch[:0]
 		for _, r := range batch {
 			if r.state.CompareAndSwap(reqQueued, reqTaken) {
@@ -80,7 +97,7 @@ func (w *writer) run() {
 			}
 		}
 		if len(live) > 0 {
-			w.commit(live)
+			w.commit(live, &buf)
 		}
 		clear(batch)
 	}
@@ -90,12 +107,12 @@ func (w *writer) run() {
 // for a reason a new attempt can cure (a dropped connection, a deadlock, an
 // event ID stored meanwhile by another process). A retry of a commit whose
 // outcome is unknown is safe: the appends it stored are recognised by ID.
-func (w *writer) commit(reqs []*appendReq) {
+func (w *writer) commit(reqs []*appendReq, buf *batchBuf) {
 	var err error
 	for attempt := 1; ; attempt++ {
 		var outcomes []appendOutcome
 		var sent bool
-		outcomes, sent, err = w.e.execute(w.e.db.ctx, nil, reqs, &w.buf)
+		outcomes, sent, err = w.e.execute(w.e.db.ctx, nil, reqs, buf, attempt > 1)
 		if err == nil {
 			for i, r := range reqs {
 				o := outcomes[i]
@@ -147,6 +164,8 @@ func retryable(err error) bool {
 	switch pgErr.Code {
 	case "40001", "40P01", "23505", "57P01", "57P02", "57P03":
 		return true
+	case "22P02":
+		return strings.Contains(pgErr.Message, streamChanged)
 	}
 	return len(pgErr.Code) == 5 && pgErr.Code[:2] == "08"
 }
@@ -190,6 +209,9 @@ type streamRow struct {
 	tombstoned       bool
 	major            int64
 	dirty            bool
+	// As read: whether the row exists, and its version and deleted version.
+	stored                 bool
+	oldVersion, oldDeleted int64
 }
 
 type storedEvent struct {
@@ -202,9 +224,11 @@ type storedEvent struct {
 
 // execute decides and writes reqs. With tx nil it runs its own transaction on
 // a connection of the pool (the group commit); otherwise it runs inside tx, the
-// caller's unit of work, and leaves the commit to it. sent reports that a
-// commit was sent, so the outcome of a failure is unknown.
-func (e *EventStore) execute(ctx context.Context, tx pgx.Tx, reqs []*appendReq, buf *batchBuf) (out []appendOutcome, sent bool, err error) {
+// caller's unit of work, and leaves the commit to it. With lock it locks the
+// stream rows before reading them; without, it reads them plainly and the
+// write fails (to be retried with lock) if one changed meanwhile. sent reports
+// that a commit was sent, so the outcome of a failure is unknown.
+func (e *EventStore) execute(ctx context.Context, tx pgx.Tx, reqs []*appendReq, buf *batchBuf, lock bool) (out []appendOutcome, sent bool, err error) {
 	q := &e.db.q
 	var streams, ids []string
 	total := 0
@@ -247,17 +271,21 @@ func (e *EventStore) execute(ctx context.Context, tx pgx.Tx, reqs []*appendReq, 
 		conn = c.Conn()
 	}
 
-	// Round trip 1: lock the streams, find the IDs already stored, take the
-	// transaction id and the sequence numbers.
+	// Round trip 1: read (or lock) the streams, find the IDs already stored,
+	// take the transaction id and blocks of sequence numbers.
 	rows := make(map[string]*streamRow, len(streams))
 	stored := make(map[string]storedEvent)
 	var xid int64
-	seqs := make([]int64, 0, total)
+	blocks := make([]int64, 0, total/seqBlock+1)
 	b := &pgx.Batch{}
 	if tx == nil {
 		b.Queue("begin")
 	}
-	b.Queue(q.lockStreams, streams).Query(func(rs pgx.Rows) error {
+	readStreams := q.readStreams
+	if lock {
+		readStreams = q.lockStreams
+	}
+	b.Queue(readStreams, streams).Query(func(rs pgx.Rows) error {
 		for rs.Next() {
 			var name string
 			var r streamRow
@@ -266,6 +294,7 @@ func (e *EventStore) execute(ctx context.Context, tx pgx.Tx, reqs []*appendReq, 
 				return err
 			}
 			r.version, r.deleted = uint64(version), uint64(deleted)
+			r.oldVersion, r.oldDeleted, r.stored = version, deleted, true
 			rows[name] = &r
 		}
 		return rs.Err()
@@ -284,24 +313,34 @@ func (e *EventStore) execute(ctx context.Context, tx pgx.Tx, reqs []*appendReq, 
 		}
 		return rs.Err()
 	})
-	b.Queue(q.xidAndSeqs, total).Query(func(rs pgx.Rows) error {
+	b.Queue(q.xidAndSeqs, (total+seqBlock-1)/seqBlock).Query(func(rs pgx.Rows) error {
 		for rs.Next() {
-			var seq int64
-			if err := rs.Scan(&xid, &seq); err != nil {
+			var block int64
+			if err := rs.Scan(&xid, &block); err != nil {
 				return err
 			}
-			seqs = append(seqs, seq)
+			blocks = append(blocks, block)
 		}
 		return rs.Err()
 	})
 	if err := conn.SendBatch(ctx, b).Close(); err != nil {
 		return nil, false, err
 	}
-	if len(rows) != len(streams) || len(seqs) != total {
-		return nil, false, fmt.Errorf("postgres: append: locked %d of %d streams, got %d of %d sequence numbers",
-			len(rows), len(streams), len(seqs), total)
+	if lock && len(rows) != len(streams) {
+		return nil, false, fmt.Errorf("postgres: append: locked %d of %d streams", len(rows), len(streams))
 	}
-	slices.Sort(seqs)
+	slices.Sort(blocks)
+	seqs := make([]int64, 0, total)
+	for _, first := range blocks {
+		for i := range min(seqBlock, total-len(seqs)) {
+			seqs = append(seqs, first+int64(i))
+		}
+	}
+	for _, s := range streams {
+		if rows[s] == nil {
+			rows[s] = &streamRow{}
+		}
+	}
 
 	buf.reset()
 	out = e.decide(reqs, rows, stored, xid, seqs, buf)
@@ -320,8 +359,12 @@ func (e *EventStore) execute(ctx context.Context, tx pgx.Tx, reqs []*appendReq, 
 			}
 			buf.meta = append(buf.meta, m)
 		}
+		if lock {
+			b.Queue(q.updateStream, buf.uStreams, buf.uVersions, buf.uMajor)
+		} else {
+			e.queueCAS(b, rows, buf)
+		}
 		b.Queue(q.insertEvents, buf.majors, buf.seqs, buf.ids, buf.streams, buf.versions, buf.types, buf.data, buf.meta, buf.times)
-		b.Queue(q.updateStream, buf.uStreams, buf.uVersions, buf.uMajor)
 		if tx != nil {
 			b.Queue(q.notify, q.channel)
 		}
@@ -344,6 +387,31 @@ func (e *EventStore) execute(ctx context.Context, tx pgx.Tx, reqs []*appendReq, 
 		return nil, tx == nil && connLost(err), err
 	}
 	return out, tx == nil, nil
+}
+
+// queueCAS queues the updates of the stream rows read without locks: new rows
+// are inserted (a unique violation if another writer created one meanwhile),
+// existing ones updated only if unchanged.
+func (e *EventStore) queueCAS(b *pgx.Batch, rows map[string]*streamRow, buf *batchBuf) {
+	var newNames, oldNames []string
+	var newVersions, newMajors, versions, majors, oldVersions, oldDeleted []int64
+	for i, name := range buf.uStreams {
+		r := rows[name]
+		if !r.stored {
+			newNames = append(newNames, name)
+			newVersions, newMajors = append(newVersions, buf.uVersions[i]), append(newMajors, buf.uMajor[i])
+			continue
+		}
+		oldNames = append(oldNames, name)
+		versions, majors = append(versions, buf.uVersions[i]), append(majors, buf.uMajor[i])
+		oldVersions, oldDeleted = append(oldVersions, r.oldVersion), append(oldDeleted, r.oldDeleted)
+	}
+	if len(newNames) > 0 {
+		b.Queue(e.db.q.newStreams, newNames, newVersions, newMajors)
+	}
+	if len(oldNames) > 0 {
+		b.Queue(e.db.q.casStreams, oldNames, versions, majors, oldVersions, oldDeleted, len(oldNames))
+	}
 }
 
 // decide checks every request against the locked stream rows and the stored

@@ -1,0 +1,241 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/recado-dev/recado"
+	"github.com/recado-dev/recado/eventstore"
+	"github.com/recado-dev/recado/eventstore/eventstoretest"
+)
+
+// The raw benchmarks write and read the same rows as the store, in the same
+// schema, through pgx alone: the ceiling the store is measured against.
+
+const rawCols = "major, seq, id, stream, version, type, data, metadata, time"
+
+// rawRow returns the arguments of the i-th benchmark event as a row.
+func rawRow(i int, stream string, version int) []any {
+	e := eventstoretest.BenchEvent(i)
+	return []any{int64(1), int64(i + 1), e.ID, stream, int64(version), e.Type, e.Data,
+		e.Metadata.AppendJSON(nil), time.Now()}
+}
+
+// rawDB opens a DB in a fresh schema (for its tables) and a pool of conns
+// connections to write to it directly.
+func rawDB(b *testing.B, conns int32) (*DB, *pgxpool.Pool) {
+	db := openTest(b, Options{})
+	cfg, err := pgxpool.ParseConfig(testURL(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg.MaxConns, cfg.MinConns = conns, conns
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(pool.Close)
+	return db, pool
+}
+
+// BenchmarkRawCommit: bare single-row INSERT commits from 64 clients.
+func BenchmarkRawCommit(b *testing.B) {
+	testURL(b)
+	db, pool := rawDB(b, 64)
+	insert := fmt.Sprintf("INSERT INTO %s.events (%s) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)", db.schema, rawCols)
+	rows := make([][]any, b.N)
+	for i := range rows {
+		rows[i] = rawRow(i, fmt.Sprintf("raw-%d", i), 1)
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	b.ResetTimer()
+	for range 64 {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= len(rows) {
+					return
+				}
+				if _, err := pool.Exec(b.Context(), insert, rows[i]...); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "commits/s")
+}
+
+// BenchmarkRawInsertBatch100: 100 rows as one multi-row INSERT in one
+// transaction, from one client.
+func BenchmarkRawInsertBatch100(b *testing.B) {
+	testURL(b)
+	db, pool := rawDB(b, 1)
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "INSERT INTO %s.events (%s) VALUES ", db.schema, rawCols)
+	for r := range 100 {
+		if r > 0 {
+			sb.WriteString(", ")
+		}
+		sb.WriteString("(")
+		for c := range 9 {
+			if c > 0 {
+				sb.WriteString(", ")
+			}
+			fmt.Fprintf(&sb, "$%d", r*9+c+1)
+		}
+		sb.WriteString(")")
+	}
+	insert := sb.String()
+	batches := make([][]any, b.N)
+	for i := range batches {
+		for r := range 100 {
+			batches[i] = append(batches[i], rawRow(i*100+r, fmt.Sprintf("batch-%d", i), r+1)...)
+		}
+	}
+	b.ResetTimer()
+	for _, args := range batches {
+		err := pgx.BeginFunc(b.Context(), pool, func(tx pgx.Tx) error {
+			_, err := tx.Exec(b.Context(), insert, args...)
+			return err
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N*100)/b.Elapsed().Seconds(), "events/s")
+}
+
+// BenchmarkRawScan: the 100,000-event log of BenchmarkStore/ReadAll read with
+// one plain query, each row scanned into Go values with pgx's rows.Scan (the
+// metadata left as bytes, as the driver gives it).
+func BenchmarkRawScan(b *testing.B) {
+	db, query := rawScanLog(b)
+	var (
+		major, seq, version int64
+		id, stream, typ     string
+		data, meta          []byte
+		at                  time.Time
+	)
+	b.ResetTimer()
+	for range b.N {
+		rows, err := db.pool.Query(b.Context(), query)
+		if err != nil {
+			b.Fatal(err)
+		}
+		got := 0
+		for rows.Next() {
+			if err := rows.Scan(&major, &seq, &id, &stream, &version, &typ, &data, &meta, &at); err != nil {
+				b.Fatal(err)
+			}
+			got++
+		}
+		if err := rows.Err(); err != nil {
+			b.Fatal(err)
+		}
+		if got != rawScanLen {
+			b.Fatalf("scanned %d rows, want %d", got, rawScanLen)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N*rawScanLen)/b.Elapsed().Seconds(), "events/s")
+}
+
+// BenchmarkRawScanUndecoded: the same query, each row's values only touched,
+// not decoded: what pgx delivers at best.
+func BenchmarkRawScanUndecoded(b *testing.B) {
+	db, query := rawScanLog(b)
+	b.ResetTimer()
+	for range b.N {
+		rows, err := db.pool.Query(b.Context(), query)
+		if err != nil {
+			b.Fatal(err)
+		}
+		got, size := 0, 0
+		for rows.Next() {
+			for _, v := range rows.RawValues() {
+				size += len(v)
+			}
+			got++
+		}
+		if err := rows.Err(); err != nil {
+			b.Fatal(err)
+		}
+		if got != rawScanLen || size == 0 {
+			b.Fatalf("scanned %d rows, want %d", got, rawScanLen)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N*rawScanLen)/b.Elapsed().Seconds(), "events/s")
+}
+
+const rawScanLen = 100_000
+
+// rawScanLog builds the log of BenchmarkStore/ReadAll (same events, same
+// appends) and returns the query that reads it whole.
+func rawScanLog(b *testing.B) (*DB, string) {
+	testURL(b)
+	db := openTest(b, Options{})
+	for i := 0; i < rawScanLen; i += 500 {
+		events := make([]recado.Event, 500)
+		for j := range events {
+			events[j] = eventstoretest.BenchEvent(i + j)
+		}
+		if _, err := db.Events().Append(b.Context(), fmt.Sprintf("log-%d", i/500%100), events); err != nil {
+			b.Fatal(err)
+		}
+	}
+	return db, fmt.Sprintf("SELECT %s FROM %s.events ORDER BY major, seq", rawCols, db.schema)
+}
+
+// BenchmarkCommitToDelivery: one event appended at a time; a subscriber on
+// another pool (as another process would be), woken by LISTEN/NOTIFY,
+// delivers it. Reports the median and 90th percentile from the append's
+// return (the commit is done) to the delivery.
+func BenchmarkCommitToDelivery(b *testing.B) {
+	testURL(b)
+	writer := openTest(b, Options{})
+	reader := openOn(b, newPool(b, ""), Options{Schema: writer.opts.Schema, PollInterval: time.Minute})
+	ctx, cancel := context.WithCancel(b.Context())
+	delivered := make(chan time.Time, 1)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for m, err := range reader.Events().Subscribe(ctx, recado.Position{}) {
+			if err != nil {
+				return
+			}
+			if m.Kind == eventstore.KindEvent {
+				delivered <- time.Now()
+			}
+		}
+	})
+	defer wg.Wait()
+	defer cancel()
+	samples := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := range b.N {
+		if _, err := writer.Events().Append(ctx, "latency", []recado.Event{eventstoretest.BenchEvent(i)}); err != nil {
+			b.Fatal(err)
+		}
+		committed := time.Now()
+		at := <-delivered
+		samples = append(samples, max(at.Sub(committed), 0))
+	}
+	b.StopTimer()
+	slices.Sort(samples)
+	b.ReportMetric(float64(samples[len(samples)/2].Microseconds()), "µs-median")
+	b.ReportMetric(float64(samples[len(samples)*9/10].Microseconds()), "µs-p90")
+}
