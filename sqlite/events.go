@@ -155,6 +155,13 @@ func (s *readStmts) close() error {
 // query per page and holds no connection while the caller handles events.
 const pageSize = 512
 
+// pageCtx is the context a page's query runs with: not cancelled with ctx,
+// which read checks between pages instead. A page is short, and a query that
+// watches a cancellable context pays for it on every row (a watcher goroutine,
+// or a context check and a yield of the processor every few rows), which
+// costs more than half the read rate.
+func pageCtx(ctx context.Context) context.Context { return context.WithoutCancel(ctx) }
+
 // ReadAll implements [eventstore.Store].
 func (s *EventStore) ReadAll(ctx context.Context, after recado.Position, opts ...eventstore.ReadOption) iter.Seq2[recado.Event, error] {
 	o := eventstore.NewReadOptions(opts...)
@@ -178,7 +185,7 @@ func (s *EventStore) ReadAll(ctx context.Context, after recado.Position, opts ..
 			q, cursor = s.db.rstmt.allFwd, clampPos(major)
 		}
 		s.read(ctx, o.Limit, yield, func(n int) (*sql.Rows, error) {
-			return q.QueryContext(ctx, cursor, n)
+			return q.QueryContext(pageCtx(ctx), cursor, n)
 		}, func(e *recado.Event) {
 			p, _ := e.Position.Parts()
 			cursor = int64(p)
@@ -224,13 +231,13 @@ func (s *EventStore) ReadStream(ctx context.Context, stream string, opts ...even
 				next = int64(o.From)
 			}
 			s.read(ctx, o.Limit, yield, func(n int) (*sql.Rows, error) {
-				return s.db.rstmt.streamBack.QueryContext(ctx, stream, next, floor, n)
+				return s.db.rstmt.streamBack.QueryContext(pageCtx(ctx), stream, next, floor, n)
 			}, func(e *recado.Event) { next = int64(e.Version) - 1 })
 			return
 		}
 		next := max(floor+1, int64(min(o.From, math.MaxInt64)))
 		s.read(ctx, o.Limit, yield, func(n int) (*sql.Rows, error) {
-			return s.db.rstmt.streamFwd.QueryContext(ctx, stream, next, n)
+			return s.db.rstmt.streamFwd.QueryContext(pageCtx(ctx), stream, next, n)
 		}, func(e *recado.Event) { next = int64(e.Version) + 1 })
 	}
 }
@@ -261,6 +268,10 @@ func (s *EventStore) read(ctx context.Context, limit int, yield func(recado.Even
 	query func(n int) (*sql.Rows, error), advance func(*recado.Event)) {
 	page := make([]recado.Event, 0, min(pageSize, max(limit, 16)))
 	for left := limit; limit == 0 || left > 0; {
+		if err := ctx.Err(); err != nil {
+			yield(recado.Event{}, err)
+			return
+		}
 		n := pageSize
 		if limit > 0 {
 			n = min(n, left)
