@@ -304,6 +304,9 @@ func (db *DB) lockWrite(ctx context.Context) error {
 	if db.isClosing() {
 		return db.closedErr()
 	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	select {
 	case db.writeLock <- struct{}{}:
 	case <-ctx.Done():
