@@ -19,8 +19,9 @@ import (
 // [eventstore.Notifier], [eventstore.Subscriber] and [eventstore.Deleter].
 type EventStore struct {
 	eventstore.Signal
-	db *DB
-	w  *writer
+	db    *DB
+	w     *writer
+	hooks testHooks // set by tests only, before use
 }
 
 var (

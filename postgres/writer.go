@@ -342,6 +342,9 @@ func (e *EventStore) execute(ctx context.Context, tx pgx.Tx, reqs []*appendReq, 
 		}
 	}
 
+	if h := e.hooks.beforeWrite; h != nil && tx == nil {
+		h(conn.(*pgx.Conn).PgConn().PID())
+	}
 	buf.reset()
 	out = e.decide(reqs, rows, stored, xid, seqs, buf)
 
@@ -386,7 +389,21 @@ func (e *EventStore) execute(ctx context.Context, tx pgx.Tx, reqs []*appendReq, 
 	if err := conn.SendBatch(context.WithoutCancel(ctx), b).Close(); err != nil {
 		return nil, tx == nil && connLost(err), err
 	}
+	if h := e.hooks.afterCommit; h != nil && tx == nil {
+		if err := h(); err != nil {
+			return nil, true, err
+		}
+	}
 	return out, tx == nil, nil
+}
+
+// testHooks let the package's tests break a group commit at chosen points.
+type testHooks struct {
+	// beforeWrite runs between the two round trips, with the backend pid.
+	beforeWrite func(pid uint32)
+	// afterCommit runs after a commit succeeded; an error makes the writer
+	// believe the reply was lost.
+	afterCommit func() error
 }
 
 // queueCAS queues the updates of the stream rows read without locks: new rows
