@@ -1,0 +1,214 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/recado-dev/recado"
+	"github.com/recado-dev/recado/eventstore"
+)
+
+// readModel creates a table for the unit-of-work tests in db's schema.
+func readModel(t *testing.T, db *DB) string {
+	t.Helper()
+	table := db.schema + ".orders"
+	if _, err := db.pool.Exec(t.Context(), "CREATE TABLE "+table+" (id text PRIMARY KEY, position text NOT NULL)"); err != nil {
+		t.Fatal(err)
+	}
+	return table
+}
+
+func count(t *testing.T, db *DB, table string) int {
+	t.Helper()
+	var n int
+	if err := db.pool.QueryRow(t.Context(), "SELECT count(*) FROM "+table).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestTxCommitsAppendAndReadModelTogether(t *testing.T) {
+	db := openTest(t, Options{})
+	table := readModel(t, db)
+	ctx := t.Context()
+	committed := db.Events().Committed()
+	events := testEvents("OrderPlaced", 2)
+	var res eventstore.AppendResult
+	err := db.Tx(ctx, func(tx *Tx) error {
+		var err error
+		res, err = db.Events().Append(ctx, "order-1", events, eventstore.InTx(tx), eventstore.Expect(eventstore.NoStream))
+		if err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, "INSERT INTO "+table+" VALUES ($1, $2)", "order-1", res.LastPosition.String())
+		return err
+	})
+	if err != nil {
+		t.Fatalf("Tx: %v", err)
+	}
+	select {
+	case <-committed:
+	default:
+		t.Errorf("Committed() channel not closed after a unit of work that appended")
+	}
+	got, err := collect(db.Events().ReadStream(ctx, "order-1"))
+	if err != nil || len(got) != 2 || got[1].Position != res.LastPosition {
+		t.Fatalf("ReadStream = %d events, %v; want 2 ending at %s", len(got), err, res.LastPosition)
+	}
+	var pos string
+	if err := db.pool.QueryRow(ctx, "SELECT position FROM "+table+" WHERE id = 'order-1'").Scan(&pos); err != nil || pos != res.LastPosition.String() {
+		t.Errorf("read model position = %q, %v; want %q", pos, err, res.LastPosition)
+	}
+}
+
+func TestTxRollsBackAppendAndReadModelTogether(t *testing.T) {
+	db := openTest(t, Options{})
+	table := readModel(t, db)
+	ctx := t.Context()
+	boom := errors.New("boom")
+	err := db.Tx(ctx, func(tx *Tx) error {
+		if _, err := db.Events().Append(ctx, "order-1", testEvents("OrderPlaced", 1), eventstore.InTx(tx)); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, "INSERT INTO "+table+" VALUES ('order-1', '1')"); err != nil {
+			return err
+		}
+		if err := db.Events().Delete(ctx, "order-1", eventstore.InTx(tx)); err != nil {
+			return err
+		}
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("Tx error = %v, want fn's error", err)
+	}
+	if _, err := collect(db.Events().ReadStream(ctx, "order-1")); !errors.Is(err, eventstore.ErrStreamNotFound) {
+		t.Errorf("ReadStream after rollback: %v, want ErrStreamNotFound", err)
+	}
+	if n := count(t, db, table); n != 0 {
+		t.Errorf("read model has %d rows after rollback, want 0", n)
+	}
+	if got, _ := collect(db.Events().ReadAll(ctx, recado.Position{})); len(got) != 0 {
+		t.Errorf("log has %d events after rollback, want 0", len(got))
+	}
+}
+
+func TestTxConflictLeavesTransactionUsable(t *testing.T) {
+	db := openTest(t, Options{})
+	table := readModel(t, db)
+	ctx := t.Context()
+	if _, err := db.Events().Append(ctx, "s", testEvents("A", 2)); err != nil {
+		t.Fatal(err)
+	}
+	err := db.Tx(ctx, func(tx *Tx) error {
+		_, err := db.Events().Append(ctx, "s", testEvents("B", 1), eventstore.InTx(tx), eventstore.ExpectVersion(1))
+		var ce *eventstore.ConflictError
+		if !errors.As(err, &ce) || ce.Actual != 2 {
+			return fmt.Errorf("append with a stale version: %v, want a conflict at version 2", err)
+		}
+		if _, err := db.Events().Append(ctx, "s", testEvents("C", 1), eventstore.InTx(tx), eventstore.ExpectVersion(2)); err != nil {
+			return err
+		}
+		_, err = tx.Exec(ctx, "INSERT INTO "+table+" VALUES ('s', '3')")
+		return err
+	})
+	if err != nil {
+		t.Fatalf("Tx: %v", err)
+	}
+	got, err := collect(db.Events().ReadStream(ctx, "s"))
+	if err != nil || len(got) != 3 || got[2].Type != "C" {
+		t.Errorf("ReadStream = %d events, %v; want 3 ending with C", len(got), err)
+	}
+}
+
+func TestTxAfterClose(t *testing.T) {
+	db := openTest(t, Options{})
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	err := db.Tx(t.Context(), func(tx *Tx) error { return nil })
+	if !errors.Is(err, eventstore.ErrClosed) {
+		t.Errorf("Tx after Close: %v, want ErrClosed", err)
+	}
+	if _, err := db.Events().Horizon(t.Context()); !errors.Is(err, eventstore.ErrClosed) {
+		t.Errorf("Horizon after Close: %v, want ErrClosed", err)
+	}
+}
+
+// TestOpenConcurrently: processes starting at once on a new schema migrate it
+// once; opening a migrated schema changes nothing.
+func TestOpenConcurrently(t *testing.T) {
+	schema := newSchema(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, 6)
+	for range 6 {
+		pool := newPool(t, "")
+		wg.Go(func() {
+			db, err := Open(context.Background(), pool, Options{Schema: schema})
+			if err != nil {
+				errs <- err
+				return
+			}
+			errs <- db.Close()
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Errorf("Open: %v", err)
+		}
+	}
+	db := openOn(t, newPool(t, ""), Options{Schema: schema})
+	rows, err := db.pool.Query(t.Context(), "SELECT contract, version FROM "+db.schema+".schema_versions ORDER BY 1, 2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (string, error) {
+		var c string
+		var v int
+		err := r.Scan(&c, &v)
+		return fmt.Sprintf("%s/%d", c, v), err
+	})
+	if err != nil || fmt.Sprint(got) != "[eventstore/1]" {
+		t.Errorf("schema_versions = %v, %v; want [eventstore/1]", got, err)
+	}
+}
+
+func TestOptions(t *testing.T) {
+	tests := []struct {
+		opts Options
+		ok   bool
+	}{
+		{Options{}, true},
+		{Options{Schema: "x", MaxBatch: 10, Writers: 2}, true},
+		{Options{MaxBatch: -1}, false},
+		{Options{Writers: -1}, false},
+		{Options{PollInterval: -1}, false},
+		{Options{Schema: string(make([]byte, 64))}, false},
+	}
+	for _, tc := range tests {
+		if err := tc.opts.Validate(); (err == nil) != tc.ok {
+			t.Errorf("%+v.Validate() = %v, want ok %v", tc.opts, err, tc.ok)
+		}
+	}
+	if _, err := Open(context.Background(), (*pgxpool.Pool)(nil), Options{}); err == nil {
+		t.Errorf("Open(nil pool) succeeded")
+	}
+}
+
+func collect(seq func(func(recado.Event, error) bool)) ([]recado.Event, error) {
+	var out []recado.Event
+	for e, err := range seq {
+		if err != nil {
+			return out, err
+		}
+		out = append(out, e)
+	}
+	return out, nil
+}
