@@ -239,3 +239,65 @@ func BenchmarkCommitToDelivery(b *testing.B) {
 	b.ReportMetric(float64(samples[len(samples)/2].Microseconds()), "µs-median")
 	b.ReportMetric(float64(samples[len(samples)*9/10].Microseconds()), "µs-p90")
 }
+
+// BenchmarkDesign compares the gap-safe designs on the AppendConcurrent load
+// (64 goroutines, one event per append, own streams, exact versions), from
+// one process and from two (two pools on one schema): this package's
+// (transaction ids, group commits in flight side by side) against commits
+// serialized by a transaction-scoped advisory lock.
+func BenchmarkDesign(b *testing.B) {
+	testURL(b)
+	designs := []struct {
+		name      string
+		serialize bool
+		writers   int
+	}{
+		{"xid/writers=1", false, 1},
+		{"xid/writers=2", false, 2},
+		{"xid/writers=4", false, 4},
+		{"lock/writers=1", true, 1},
+		{"lock/writers=4", true, 4},
+	}
+	for _, d := range designs {
+		for _, procs := range []int{1, 2} {
+			b.Run(fmt.Sprintf("%s/procs=%d", d.name, procs), func(b *testing.B) {
+				schema := newSchema(b)
+				stores := make([]*EventStore, procs)
+				for i := range stores {
+					db := openOn(b, newPool(b, ""), Options{Schema: schema, Writers: d.writers})
+					db.events.hooks.serialize = d.serialize
+					stores[i] = db.Events()
+				}
+				events := make([]recado.Event, b.N)
+				for i := range events {
+					events[i] = eventstoretest.BenchEvent(i)
+				}
+				var next atomic.Int64
+				var wg sync.WaitGroup
+				b.ResetTimer()
+				for g := range 64 {
+					s := stores[g%procs]
+					wg.Go(func() {
+						stream := fmt.Sprintf("concurrent-%d", g)
+						var version uint64
+						for {
+							i := int(next.Add(1)) - 1
+							if i >= len(events) {
+								return
+							}
+							res, err := s.Append(b.Context(), stream, events[i:i+1], eventstore.ExpectVersion(version))
+							if err != nil {
+								b.Error(err)
+								return
+							}
+							version = res.LastVersion
+						}
+					})
+				}
+				wg.Wait()
+				b.StopTimer()
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+			})
+		}
+	}
+}

@@ -28,7 +28,9 @@ type Options struct {
 	// append with more events than MaxBatch is committed on its own.
 	MaxBatch int
 	// Writers is how many group commits may be in flight at once, each on a
-	// connection of the pool. Default 4.
+	// connection of the pool: while one waits for its WAL flush, the next
+	// writes. Default: half the pool's MaxConns, at most 4, at least 1 (the
+	// rest stay for reads and units of work).
 	Writers int
 	// PollInterval is how often an idle subscription reads the log again in case
 	// a notification was lost. Default 1s.
@@ -47,9 +49,6 @@ func (o *Options) setDefaults() {
 	}
 	if o.PollInterval <= 0 {
 		o.PollInterval = time.Second
-	}
-	if o.Writers <= 0 {
-		o.Writers = 4
 	}
 }
 
@@ -100,6 +99,9 @@ func Open(ctx context.Context, pool *pgxpool.Pool, opts Options) (*DB, error) {
 		return nil, err
 	}
 	opts.setDefaults()
+	if opts.Writers == 0 {
+		opts.Writers = min(4, max(1, int(pool.Config().MaxConns)/2))
+	}
 	db := &DB{pool: pool, opts: opts, log: opts.Logger, schema: pgx.Identifier{opts.Schema}.Sanitize()}
 	db.q = newQueries(db.schema, channelName(opts.Schema))
 	if err := db.migrate(ctx); err != nil {

@@ -81,8 +81,31 @@ CREATE TABLE IF NOT EXISTS %[1]s.schema_versions (
 			return err
 		}
 	}
+	if err := db.checkCounter(ctx, tx); err != nil {
+		return err
+	}
 	if err := tx.Commit(ctx); err != nil {
 		return fmt.Errorf("postgres: migrate schema %s: commit: %w", db.schema, err)
+	}
+	return nil
+}
+
+// checkCounter refuses a log whose positions run ahead of the cluster's
+// transaction counter, as after a logical dump restored into a new cluster:
+// readers would not see those events until the counter caught up, and new
+// streams would sort before them. pg_upgrade and physical backups keep the
+// counter; pg_resetwal -x can advance it.
+func (db *DB) checkCounter(ctx context.Context, tx pgx.Tx) error {
+	var newest, next int64
+	err := tx.QueryRow(ctx, fmt.Sprintf(`SELECT coalesce((SELECT major FROM %s.events ORDER BY major DESC, seq DESC LIMIT 1), 0),
+pg_snapshot_xmax(pg_current_snapshot())::text::bigint`, db.schema)).Scan(&newest, &next)
+	if err != nil {
+		return fmt.Errorf("postgres: open schema %s: %w", db.schema, err)
+	}
+	if newest >= next {
+		return fmt.Errorf("postgres: open schema %s: the log's newest position major %d is ahead of the cluster's next transaction id %d "+
+			"(restored from a logical dump into another cluster?): advance the counter past it (pg_resetwal -x) before use",
+			db.schema, newest, next)
 	}
 	return nil
 }

@@ -212,3 +212,17 @@ func collect(seq func(func(recado.Event, error) bool)) ([]recado.Event, error) {
 	}
 	return out, nil
 }
+
+// TestOpenRefusesLogAheadOfCounter: a log whose positions are ahead of the
+// cluster's transaction counter (a dump restored elsewhere) is refused.
+func TestOpenRefusesLogAheadOfCounter(t *testing.T) {
+	db := openTest(t, Options{})
+	_, err := db.pool.Exec(t.Context(), "INSERT INTO "+db.schema+`.events VALUES
+(9000000000000000000, 1, 'id', 's', 1, 't', '', '', now())`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(t.Context(), db.pool, Options{Schema: db.opts.Schema}); err == nil {
+		t.Errorf("Open of a log ahead of the transaction counter succeeded")
+	}
+}

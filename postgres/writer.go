@@ -280,6 +280,9 @@ func (e *EventStore) execute(ctx context.Context, tx pgx.Tx, reqs []*appendReq, 
 	b := &pgx.Batch{}
 	if tx == nil {
 		b.Queue("begin")
+		if e.hooks.serialize {
+			b.Queue("SELECT pg_advisory_xact_lock(hashtext($1))", q.channel)
+		}
 	}
 	readStreams := q.readStreams
 	if lock {
@@ -404,6 +407,10 @@ type testHooks struct {
 	// afterCommit runs after a commit succeeded; an error makes the writer
 	// believe the reply was lost.
 	afterCommit func() error
+	// serialize makes every group commit take one transaction-scoped advisory
+	// lock first: the other known gap-safe design (commits serialized across
+	// processes), kept to compare the two by measurement.
+	serialize bool
 }
 
 // queueCAS queues the updates of the stream rows read without locks: new rows
