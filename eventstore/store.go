@@ -218,7 +218,8 @@ type Deleter interface {
 	// Delete soft-deletes stream: reads say [ErrStreamNotFound], and a later
 	// append recreates the stream from the next version (reads then return only
 	// the new events). The events stay in the global log. Deleting a stream that
-	// does not exist is [ErrStreamNotFound]. [Expect] guards it like an append.
+	// does not exist is [ErrStreamNotFound], whatever the expected version
+	// (not-found is checked first). [Expect] guards it like an append.
 	Delete(ctx context.Context, stream string, opts ...AppendOption) error
 	// Tombstone deletes stream for good: reads and appends fail with
 	// [ErrStreamDeleted], and the name can never be used again. The events stay

@@ -182,6 +182,10 @@ func Poll(ctx context.Context, s Store, after recado.Position, opts ...Subscribe
 			if notifier != nil {
 				committed = notifier.Committed()
 			}
+			if err := ctx.Err(); err != nil {
+				yield(Message{}, err)
+				return
+			}
 			n := 0
 			for e, err := range s.ReadAll(ctx, pos, Limit(o.BatchSize)) {
 				if err != nil {
