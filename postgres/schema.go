@@ -157,6 +157,8 @@ type queries struct {
 	insertEvents string
 	updateStream string
 	notify       string
+	customPlans  string
+	restorePlans string
 
 	horizon     string
 	readAll     string
@@ -198,6 +200,9 @@ FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS u(stream, version, major)
 SELECT CASE WHEN count(*) = $6 THEN 0 ELSE ('` + streamChanged + ` ' || count(*))::int END FROM c`),
 		newStreams: r.Replace(`INSERT INTO $S.streams (stream, version, major) SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[])`),
 		notify:     `SELECT pg_notify($1, '')`,
+		// Transaction-local: returns the setting it replaces.
+		customPlans:  `SELECT current_setting('plan_cache_mode'), set_config('plan_cache_mode', 'force_custom_plan', true)`,
+		restorePlans: `SELECT set_config('plan_cache_mode', $1, true)`,
 
 		// The horizon: the oldest transaction still running, and the newest event
 		// committed. Events with major below xmin are final.

@@ -284,6 +284,13 @@ func (e *EventStore) execute(ctx context.Context, tx pgx.Tx, reqs []*appendReq, 
 			b.Queue("SELECT pg_advisory_xact_lock(hashtext($1))", q.channel)
 		}
 	}
+	// Plan every statement for its arguments. A generic plan cached while the
+	// tables were small (a sequential scan for id = ANY($1), a hash join for
+	// the stream update) would stay after they grow, costing a scan of the
+	// table per commit. In the caller's unit of work the setting is put back
+	// at the end.
+	var planMode string
+	b.Queue(q.customPlans).QueryRow(func(row pgx.Row) error { return row.Scan(&planMode, nil) })
 	readStreams := q.readStreams
 	if lock {
 		readStreams = q.lockStreams
@@ -374,6 +381,9 @@ func (e *EventStore) execute(ctx context.Context, tx pgx.Tx, reqs []*appendReq, 
 		if tx != nil {
 			b.Queue(q.notify, q.channel)
 		}
+	}
+	if tx != nil {
+		b.Queue(q.restorePlans, planMode)
 	}
 	if tx == nil && len(buf.ids) == 0 {
 		b.Queue("rollback") // nothing passed: leave no new stream rows behind
