@@ -46,6 +46,10 @@ func TestTxCommitsAppendAndReadModelTogether(t *testing.T) {
 		if err != nil {
 			return err
 		}
+		var mode string
+		if err := tx.QueryRow(ctx, "SHOW plan_cache_mode").Scan(&mode); err != nil || mode != "auto" {
+			return fmt.Errorf("plan_cache_mode after an append in the unit of work = %q, %v; want the session's own (auto)", mode, err)
+		}
 		_, err = tx.Exec(ctx, "INSERT INTO "+table+" VALUES ($1, $2)", "order-1", res.LastPosition.String())
 		return err
 	})
