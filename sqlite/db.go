@@ -65,9 +65,6 @@ type Options struct {
 	// ReadConns is the number of connections that serve reads concurrently.
 	// Default 4.
 	ReadConns int
-
-	// driver overrides driverName, for the driver comparison benchmarks.
-	driver string
 }
 
 const (
@@ -111,9 +108,6 @@ func (o Options) withDefaults() Options {
 	if o.ReadConns == 0 {
 		o.ReadConns = defaultReadConns
 	}
-	if o.driver == "" {
-		o.driver = driverName
-	}
 	return o
 }
 
@@ -125,11 +119,10 @@ type DB struct {
 	opts Options
 	log  *slog.Logger
 
-	write *sql.DB   // one connection: the only writer
-	conn  *sql.Conn // that connection, held for the DB's life
-	read  *sql.DB   // readers (WAL lets them run beside the writer)
-	stmts *writeStmts
-	rstmt *readStmts
+	write *sql.DB     // one connection: the only writer
+	conn  *sql.Conn   // that connection, held for the DB's life
+	stmts *writeStmts // its hot statements, on the driver's direct API
+	reads *readPool   // readers (WAL lets them run beside the writer)
 
 	// writeLock (capacity 1) is held by whoever uses conn: the group-commit
 	// writer for one batch, or a Tx for its whole life.
@@ -186,7 +179,7 @@ func (db *DB) open() error {
 	ctx := context.Background()
 	busy := pragma("busy_timeout", db.opts.BusyTimeout.Milliseconds())
 	var err error
-	db.write, err = sql.Open(db.opts.driver, dsn(db.path, busy,
+	db.write, err = sql.Open(driverName, dsn(db.path, busy,
 		"journal_mode(WAL)", pragma("synchronous", db.opts.Durability.synchronous())))
 	if err != nil {
 		return fmt.Errorf("sqlite: open %s: %w", db.path, err)
@@ -200,32 +193,38 @@ func (db *DB) open() error {
 	if err := migrate(ctx, db.conn, db.path); err != nil {
 		return err
 	}
-	if db.stmts, err = prepareWrite(ctx, db.conn); err != nil {
-		return fmt.Errorf("sqlite: open %s: %w", db.path, err)
-	}
-	db.read, err = sql.Open(db.opts.driver, dsn(db.path, busy, "query_only(1)"))
+	err = db.conn.Raw(func(dc any) error {
+		c, err := rawConn(dc)
+		if err == nil {
+			db.stmts, err = prepareWrite(c)
+		}
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("sqlite: open %s: %w", db.path, err)
 	}
-	db.read.SetMaxOpenConns(db.opts.ReadConns)
-	db.read.SetMaxIdleConns(db.opts.ReadConns)
-	db.read.SetConnMaxLifetime(0)
-	if db.rstmt, err = prepareRead(ctx, db.read); err != nil {
-		return fmt.Errorf("sqlite: open %s: %w", db.path, err)
-	}
+	db.reads = newReadPool(dsn(db.path, busy, "query_only(1)"), db.opts.ReadConns)
 	return nil
+}
+
+// onWriter runs f with the writer's statements, under database/sql's lock of
+// the writer connection (the statements live on that connection, below
+// database/sql). The caller holds the write lock. f must not call db.conn.
+func (db *DB) onWriter(f func(w *writeStmts) error) error {
+	var ferr error
+	if err := db.conn.Raw(func(any) error { ferr = f(db.stmts); return nil }); err != nil {
+		return err
+	}
+	return ferr
 }
 
 func (db *DB) closeConns() error {
 	var errs []error
-	if db.rstmt != nil {
-		errs = append(errs, db.rstmt.close())
-	}
-	if db.read != nil {
-		errs = append(errs, db.read.Close())
+	if db.reads != nil {
+		errs = append(errs, db.reads.close())
 	}
 	if db.stmts != nil {
-		errs = append(errs, db.stmts.close())
+		errs = append(errs, db.onWriter(func(w *writeStmts) error { return w.close() }))
 	}
 	if db.conn != nil {
 		errs = append(errs, db.conn.Close())

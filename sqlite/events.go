@@ -2,12 +2,13 @@ package sqlite
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"iter"
 	"math"
 	"time"
+
+	"github.com/ncruces/go-sqlite3"
 
 	"github.com/recado-dev/recado"
 	"github.com/recado-dev/recado/eventstore"
@@ -88,7 +89,11 @@ func (s *EventStore) deleteStream(ctx context.Context, stream string, tombstone 
 
 // deleteIn deletes stream inside the open write transaction.
 func (db *DB) deleteIn(ctx context.Context, stream string, tombstone bool, expected eventstore.ExpectedVersion) error {
-	st, err := loadStream(ctx, db.stmts.stream, stream)
+	var st streamState
+	err := db.onWriter(func(w *writeStmts) (err error) {
+		st, err = loadStream(w.stream, stream)
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("sqlite: delete %q: %w", stream, err)
 	}
@@ -112,55 +117,10 @@ ON CONFLICT (name) DO UPDATE SET tombstoned = 1`
 	return nil
 }
 
-// readStmts are the read queries, prepared on the read pool.
-type readStmts struct {
-	allFwd, allBack, streamFwd, streamBack, stream *sql.Stmt
-}
-
-const eventColumns = "pos, id, stream, version, type, data, metadata, time"
-
-func prepareRead(ctx context.Context, db *sql.DB) (*readStmts, error) {
-	s := &readStmts{}
-	for _, p := range []struct {
-		dst   **sql.Stmt
-		query string
-	}{
-		{&s.allFwd, "SELECT " + eventColumns + " FROM recado_events WHERE pos > ? ORDER BY pos LIMIT ?"},
-		{&s.allBack, "SELECT " + eventColumns + " FROM recado_events WHERE pos < ? ORDER BY pos DESC LIMIT ?"},
-		{&s.streamFwd, "SELECT " + eventColumns + " FROM recado_events WHERE stream = ? AND version >= ? ORDER BY version LIMIT ?"},
-		{&s.streamBack, "SELECT " + eventColumns + " FROM recado_events WHERE stream = ? AND version <= ? AND version > ? ORDER BY version DESC LIMIT ?"},
-		{&s.stream, "SELECT version, deleted_through, tombstoned FROM recado_streams WHERE name = ?"},
-	} {
-		st, err := db.PrepareContext(ctx, p.query)
-		if err != nil {
-			s.close()
-			return nil, fmt.Errorf("prepare %q: %w", p.query, err)
-		}
-		*p.dst = st
-	}
-	return s, nil
-}
-
-func (s *readStmts) close() error {
-	var errs []error
-	for _, st := range []*sql.Stmt{s.allFwd, s.allBack, s.streamFwd, s.streamBack, s.stream} {
-		if st != nil {
-			errs = append(errs, st.Close())
-		}
-	}
-	return errors.Join(errs...)
-}
-
 // pageSize is how many events one query of a read fetches. A read runs one
-// query per page and holds no connection while the caller handles events.
+// query per page, on a connection it holds for that page only, and holds no
+// connection (and no read transaction) while the caller handles events.
 const pageSize = 512
-
-// pageCtx is the context a page's query runs with: not cancelled with ctx,
-// which read checks between pages instead. A page is short, and a query that
-// watches a cancellable context pays for it on every row (a watcher goroutine,
-// or a context check and a yield of the processor every few rows), which
-// costs more than half the read rate.
-func pageCtx(ctx context.Context) context.Context { return context.WithoutCancel(ctx) }
 
 // ReadAll implements [eventstore.Store].
 func (s *EventStore) ReadAll(ctx context.Context, after recado.Position, opts ...eventstore.ReadOption) iter.Seq2[recado.Event, error] {
@@ -172,9 +132,8 @@ func (s *EventStore) ReadAll(ctx context.Context, after recado.Position, opts ..
 		}
 		major, minor := after.Parts()
 		var cursor int64 // exclusive bound
-		var q *sql.Stmt
 		if o.Backwards {
-			q, cursor = s.db.rstmt.allBack, math.MaxInt64
+			cursor = math.MaxInt64
 			if !after.IsZero() {
 				cursor = clampPos(major)
 				if minor > 0 && cursor < math.MaxInt64 {
@@ -182,10 +141,14 @@ func (s *EventStore) ReadAll(ctx context.Context, after recado.Position, opts ..
 				}
 			}
 		} else {
-			q, cursor = s.db.rstmt.allFwd, clampPos(major)
+			cursor = clampPos(major)
 		}
-		s.read(ctx, o.Limit, yield, func(n int) (*sql.Rows, error) {
-			return q.QueryContext(pageCtx(ctx), cursor, n)
+		s.read(ctx, o.Limit, yield, func(rc *readConn, n int) (*sqlite3.Stmt, error) {
+			q := rc.allFwd
+			if o.Backwards {
+				q = rc.allBack
+			}
+			return q, errors.Join(q.BindInt64(1, cursor), q.BindInt64(2, int64(n)))
 		}, func(e *recado.Event) {
 			p, _ := e.Position.Parts()
 			cursor = int64(p)
@@ -212,7 +175,7 @@ func (s *EventStore) ReadStream(ctx context.Context, stream string, opts ...even
 			yield(recado.Event{}, err)
 			return
 		}
-		st, err := loadStream(ctx, s.db.rstmt.stream, stream)
+		st, err := s.streamState(stream)
 		switch {
 		case err != nil:
 			yield(recado.Event{}, s.readErr(ctx, err))
@@ -230,16 +193,29 @@ func (s *EventStore) ReadStream(ctx context.Context, stream string, opts ...even
 			if o.From != 0 && o.From < st.version {
 				next = int64(o.From)
 			}
-			s.read(ctx, o.Limit, yield, func(n int) (*sql.Rows, error) {
-				return s.db.rstmt.streamBack.QueryContext(pageCtx(ctx), stream, next, floor, n)
+			s.read(ctx, o.Limit, yield, func(rc *readConn, n int) (*sqlite3.Stmt, error) {
+				q := rc.streamBack
+				return q, errors.Join(q.BindText(1, stream), q.BindInt64(2, next), q.BindInt64(3, floor), q.BindInt64(4, int64(n)))
 			}, func(e *recado.Event) { next = int64(e.Version) - 1 })
 			return
 		}
 		next := max(floor+1, int64(min(o.From, math.MaxInt64)))
-		s.read(ctx, o.Limit, yield, func(n int) (*sql.Rows, error) {
-			return s.db.rstmt.streamFwd.QueryContext(pageCtx(ctx), stream, next, n)
+		s.read(ctx, o.Limit, yield, func(rc *readConn, n int) (*sqlite3.Stmt, error) {
+			q := rc.streamFwd
+			return q, errors.Join(q.BindText(1, stream), q.BindInt64(2, next), q.BindInt64(3, int64(n)))
 		}, func(e *recado.Event) { next = int64(e.Version) + 1 })
 	}
+}
+
+// streamState reads a stream's row on a read connection.
+func (s *EventStore) streamState(stream string) (streamState, error) {
+	rc, err := s.db.reads.get(s.db.closing, s.db.closedErr)
+	if err != nil {
+		return streamState{}, err
+	}
+	st, err := loadStream(rc.stat, stream)
+	s.db.reads.put(rc, false)
+	return st, err
 }
 
 func (s *EventStore) readCheck(ctx context.Context, o eventstore.ReadOptions) error {
@@ -256,17 +232,20 @@ func (s *EventStore) readErr(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	if s.db.isClosing() {
+	if s.db.isClosing() || errors.Is(err, eventstore.ErrClosed) {
 		return s.db.closedErr()
 	}
 	return fmt.Errorf("sqlite: read %s: %w", s.db.path, err)
 }
 
 // read runs query page by page until limit events (0: all) were yielded or a
-// page comes back short, calling advance with each page's last event.
+// page comes back short, calling advance with each page's last event. ctx is
+// checked between pages, not during one: a page is short, and watching a
+// context on every row costs a large share of the read rate.
 func (s *EventStore) read(ctx context.Context, limit int, yield func(recado.Event, error) bool,
-	query func(n int) (*sql.Rows, error), advance func(*recado.Event)) {
+	query func(rc *readConn, n int) (*sqlite3.Stmt, error), advance func(*recado.Event)) {
 	page := make([]recado.Event, 0, min(pageSize, max(limit, 16)))
+	var strs pageStrings
 	for left := limit; limit == 0 || left > 0; {
 		if err := ctx.Err(); err != nil {
 			yield(recado.Event{}, err)
@@ -277,9 +256,9 @@ func (s *EventStore) read(ctx context.Context, limit int, yield func(recado.Even
 			n = min(n, left)
 		}
 		var err error
-		page, err = s.readPage(ctx, query, n, page[:0])
+		page, err = s.readPage(query, n, page[:0], &strs)
 		if err != nil {
-			yield(recado.Event{}, err)
+			yield(recado.Event{}, s.readErr(ctx, err))
 			return
 		}
 		for i := range page {
@@ -296,39 +275,81 @@ func (s *EventStore) read(ctx context.Context, limit int, yield func(recado.Even
 	}
 }
 
-func (s *EventStore) readPage(ctx context.Context, query func(n int) (*sql.Rows, error), n int, page []recado.Event) ([]recado.Event, error) {
+// readPage runs one page's query on a pooled connection and decodes its rows.
+// Every row's ID, Data and Metadata are fresh values; stream and type names,
+// which repeat from row to row, are shared (strs). The statement is reset
+// before the connection goes back, which ends its read transaction.
+func (s *EventStore) readPage(query func(rc *readConn, n int) (*sqlite3.Stmt, error), n int,
+	page []recado.Event, strs *pageStrings) ([]recado.Event, error) {
 	if s.db.isClosing() {
 		return page, s.db.closedErr()
 	}
-	rows, err := query(n)
+	rc, err := s.db.reads.get(s.db.closing, s.db.closedErr)
 	if err != nil {
-		return page, s.readErr(ctx, err)
+		return page, err
 	}
-	defer rows.Close()
-	var (
-		pos, version, ns int64
-		data, meta       sql.RawBytes
-	)
-	for rows.Next() {
-		var e recado.Event
-		if err := rows.Scan(&pos, &e.ID, &e.Stream, &version, &e.Type, &data, &meta, &ns); err != nil {
-			return page, s.readErr(ctx, err)
+	q, err := query(rc, n)
+	if err == nil {
+		page, err = decodeRows(q, page, strs)
+	}
+	resetErr := q.Reset()
+	s.db.reads.put(rc, resetErr != nil && err == nil)
+	return page, err
+}
+
+// decodeRows steps q to its end, appending one event per row.
+func decodeRows(q *sqlite3.Stmt, page []recado.Event, strs *pageStrings) ([]recado.Event, error) {
+	for q.Step() {
+		e := recado.Event{
+			Position: recado.NewPosition(uint64(q.ColumnInt64(0)), 0),
+			ID:       string(q.ColumnRawText(1)),
+			Stream:   strs.streams.get(q.ColumnRawText(2)),
+			Version:  uint64(q.ColumnInt64(3)),
+			Type:     strs.types.get(q.ColumnRawText(4)),
+			Time:     unixNano(q.ColumnInt64(7)),
 		}
-		e.Position = recado.NewPosition(uint64(pos), 0)
-		e.Version = uint64(version)
-		if len(data) > 0 {
+		if data := q.ColumnRawBlob(5); len(data) > 0 {
 			e.Data = append([]byte(nil), data...)
 		}
-		if e.Metadata, err = recado.ParseMetadata(meta); err != nil {
-			return page, fmt.Errorf("sqlite: read event %s at %d: %w", e.ID, pos, err)
+		var err error
+		if e.Metadata, err = recado.ParseMetadata(q.ColumnRawBlob(6)); err != nil {
+			p, _ := e.Position.Parts()
+			return page, fmt.Errorf("event %s at %d: %w", e.ID, p, err)
 		}
-		e.Time = unixNano(ns)
 		page = append(page, e)
 	}
-	if err := rows.Err(); err != nil {
-		return page, s.readErr(ctx, err)
+	return page, q.Err()
+}
+
+// pageStrings shares the stream and type names of one read's events.
+type pageStrings struct{ streams, types interner }
+
+// interner returns one string per distinct value: the last one seen, or one
+// of the first few hundred others, costs no allocation.
+type interner struct {
+	last string
+	seen map[string]string
+}
+
+const internMax = 512
+
+func (in *interner) get(b []byte) string {
+	if string(b) == in.last {
+		return in.last
 	}
-	return page, nil
+	if s, ok := in.seen[string(b)]; ok {
+		in.last = s
+		return s
+	}
+	s := string(b)
+	if in.seen == nil {
+		in.seen = make(map[string]string, 8)
+	}
+	if len(in.seen) < internMax {
+		in.seen[s] = s
+	}
+	in.last = s
+	return s
 }
 
 func unixNano(ns int64) time.Time { return time.Unix(0, ns).UTC() }

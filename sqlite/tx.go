@@ -54,7 +54,7 @@ func (tx *Tx) QueryRowContext(ctx context.Context, query string, args ...any) *s
 		// context that has already ended with the reason.
 		ended, cancel := context.WithCancelCause(ctx)
 		cancel(errTxDone)
-		return tx.db.read.QueryRowContext(ended, "SELECT 1")
+		return tx.db.write.QueryRowContext(ended, "SELECT 1")
 	}
 	return tx.db.conn.QueryRowContext(ctx, query, args...)
 }
@@ -81,7 +81,7 @@ func (db *DB) tx(ctx context.Context, fn func(tx *Tx) error) (err error) {
 		return err
 	}
 	defer db.unlockWrite()
-	if _, err := db.stmts.begin.ExecContext(ctx); err != nil {
+	if err := db.onWriter(func(w *writeStmts) error { return w.begin.Exec() }); err != nil {
 		return fmt.Errorf("sqlite: begin unit of work: %w", err)
 	}
 	tx := &Tx{db: db}
@@ -89,15 +89,16 @@ func (db *DB) tx(ctx context.Context, fn func(tx *Tx) error) (err error) {
 	defer func() {
 		tx.done = true
 		if !committed {
-			db.rollback()
+			_ = db.onWriter(func(w *writeStmts) error { db.rollback(w); return nil })
 		}
 	}()
 	if err := fn(tx); err != nil {
 		return err
 	}
 	// The commit is ours to finish now fn has succeeded: a caller that gives up
-	// at this point should not leave the outcome half-known.
-	if _, err := db.stmts.commit.ExecContext(context.WithoutCancel(ctx)); err != nil {
+	// at this point should not leave the outcome half-known (the direct API
+	// runs it on a context that is never cancelled).
+	if err := db.onWriter(func(w *writeStmts) error { return w.commit.Exec() }); err != nil {
 		return fmt.Errorf("sqlite: commit unit of work: %w", err)
 	}
 	committed = true
@@ -124,23 +125,27 @@ func (db *DB) appendInTx(ctx context.Context, unit any, stream string, events []
 	if err := ctx.Err(); err != nil {
 		return zero, err
 	}
-	if _, err := db.conn.ExecContext(ctx, "SAVEPOINT recado_append"); err != nil {
-		return zero, fmt.Errorf("sqlite: append to %q: %w", stream, err)
-	}
-	res, err := db.stmts.apply(ctx, stream, events, expected, time.Now().UnixNano())
-	if err != nil {
-		if _, rbErr := db.conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK TO recado_append"); rbErr != nil {
-			err = errors.Join(err, fmt.Errorf("sqlite: roll back failed append to %q: %w", stream, rbErr))
+	// The append runs to its end once started (a few statements): interrupting
+	// SQLite inside a write can roll back the caller's whole transaction.
+	var res eventstore.AppendResult
+	err := db.onWriter(func(w *writeStmts) error {
+		if err := w.savepoint.Exec(); err != nil {
+			return fmt.Errorf("sqlite: append to %q: %w", stream, err)
 		}
-	}
-	if _, relErr := db.conn.ExecContext(context.WithoutCancel(ctx), "RELEASE recado_append"); relErr != nil && err == nil {
-		err = fmt.Errorf("sqlite: append to %q: %w", stream, relErr)
-	}
-	if err != nil {
-		var se undoError
-		if errors.As(err, &se) {
+		var err error
+		res, err = w.apply(stream, events, expected, time.Now().UnixNano())
+		if se, ok := err.(undoError); ok {
 			err = se.err
+			if rbErr := w.rollbackTo.Exec(); rbErr != nil {
+				err = errors.Join(err, fmt.Errorf("sqlite: roll back failed append to %q: %w", stream, rbErr))
+			}
 		}
+		if relErr := w.release.Exec(); relErr != nil && err == nil {
+			err = fmt.Errorf("sqlite: append to %q: %w", stream, relErr)
+		}
+		return err
+	})
+	if err != nil {
 		return zero, err
 	}
 	if !res.Duplicate {

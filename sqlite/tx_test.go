@@ -24,11 +24,21 @@ func createOrders(t *testing.T, db *DB) {
 
 func countOrders(t *testing.T, db *DB) int {
 	t.Helper()
-	var n int
-	if err := db.read.QueryRowContext(t.Context(), "SELECT count(*) FROM orders").Scan(&n); err != nil {
+	// On a read connection: what is committed, not what a Tx holds.
+	rc, err := db.reads.get(db.closing, db.closedErr)
+	if err != nil {
 		t.Fatal(err)
 	}
-	return n
+	defer db.reads.put(rc, false)
+	q, _, err := rc.conn.Prepare("SELECT count(*) FROM orders")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	if !q.Step() {
+		t.Fatalf("count(*) returned no row: %v", q.Err())
+	}
+	return q.ColumnInt(0)
 }
 
 func closedNow(ch <-chan struct{}) bool {

@@ -3,60 +3,58 @@ package sqlite
 import (
 	"bytes"
 	"context"
-	"database/sql"
-	"errors"
 	"fmt"
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/ncruces/go-sqlite3"
 
 	"github.com/recado-dev/recado"
 	"github.com/recado-dev/recado/eventstore"
 )
 
 // writeStmts are the statements of the write path, prepared once on the writer
-// connection. Whoever holds the write lock may use them.
+// connection's direct API. Whoever holds the write lock may use them, inside
+// [DB.onWriter].
 type writeStmts struct {
-	begin, commit, rollback *sql.Stmt
-	byID, stream            *sql.Stmt
-	insert, setVersion      *sql.Stmt
-	meta                    []byte // scratch for encoded metadata
+	conn                           *sqlite3.Conn
+	begin, commit, rollback        *sqlite3.Stmt
+	savepoint, rollbackTo, release *sqlite3.Stmt
+	byID, stream                   *sqlite3.Stmt
+	insert, setVersion             *sqlite3.Stmt
+	meta                           []byte // scratch for encoded metadata
 }
 
-func prepareWrite(ctx context.Context, conn *sql.Conn) (*writeStmts, error) {
-	s := &writeStmts{}
-	for _, p := range []struct {
-		dst   **sql.Stmt
-		query string
-	}{
+func prepareWrite(c *sqlite3.Conn) (*writeStmts, error) {
+	s := &writeStmts{conn: c}
+	err := prepare(c, []stmtDef{
 		{&s.begin, "BEGIN IMMEDIATE"},
 		{&s.commit, "COMMIT"},
 		{&s.rollback, "ROLLBACK"},
+		{&s.savepoint, "SAVEPOINT recado_append"},
+		{&s.rollbackTo, "ROLLBACK TO recado_append"},
+		{&s.release, "RELEASE recado_append"},
 		{&s.byID, "SELECT pos, stream, version, type, data FROM recado_events WHERE id = ?"},
 		{&s.stream, "SELECT version, deleted_through, tombstoned FROM recado_streams WHERE name = ?"},
 		{&s.insert, "INSERT INTO recado_events (id, stream, version, type, data, metadata, time) VALUES (?, ?, ?, ?, ?, ?, ?)"},
 		{&s.setVersion, `INSERT INTO recado_streams (name, version) VALUES (?, ?)
 ON CONFLICT (name) DO UPDATE SET version = excluded.version`},
-	} {
-		st, err := conn.PrepareContext(ctx, p.query)
-		if err != nil {
-			s.close()
-			return nil, fmt.Errorf("prepare %q: %w", p.query, err)
-		}
-		*p.dst = st
+	})
+	if err != nil {
+		return nil, err
 	}
 	return s, nil
 }
 
 func (s *writeStmts) close() error {
-	var errs []error
-	for _, st := range []*sql.Stmt{s.begin, s.commit, s.rollback, s.byID, s.stream, s.insert, s.setVersion} {
-		if st != nil {
-			errs = append(errs, st.Close())
-		}
-	}
-	return errors.Join(errs...)
+	return closeStmts(s.begin, s.commit, s.rollback, s.savepoint, s.rollbackTo, s.release,
+		s.byID, s.stream, s.insert, s.setVersion)
 }
+
+// inTx reports whether the connection is inside a transaction: after some
+// errors SQLite has already rolled it back.
+func (s *writeStmts) inTx() bool { return !s.conn.GetAutocommit() }
 
 // streamState is a stream's row in recado_streams.
 type streamState struct {
@@ -66,48 +64,70 @@ type streamState struct {
 
 func (st streamState) exists() bool { return st.version > st.deletedThrough && !st.tombstoned }
 
-func loadStream(ctx context.Context, q *sql.Stmt, stream string) (streamState, error) {
-	var s streamState
-	err := q.QueryRowContext(ctx, stream).Scan(&s.version, &s.deletedThrough, &s.tombstoned)
-	if errors.Is(err, sql.ErrNoRows) {
-		return streamState{}, nil
+// loadStream reads a stream's row with q (the same query on the writer and on
+// the readers); a stream without a row is the zero state.
+func loadStream(q *sqlite3.Stmt, stream string) (streamState, error) {
+	var st streamState
+	if err := q.BindText(1, stream); err != nil {
+		return st, err
 	}
-	return s, err
+	if q.Step() {
+		st = streamState{
+			version:        uint64(q.ColumnInt64(0)),
+			deletedThrough: uint64(q.ColumnInt64(1)),
+			tombstoned:     q.ColumnInt64(2) != 0,
+		}
+	}
+	err := q.Err()
+	if rerr := q.Reset(); err == nil {
+		err = rerr
+	}
+	return st, err
 }
 
 // undoError marks an error after which the append may have written part of
 // itself (a storage error, or a later event's ID found stored when inserting
 // it): the group commit rolls back and goes on without that append, a Tx rolls
 // back to its savepoint. Other errors (conflicts, retries that do not match,
-// deleted streams) are found before anything is written.
+// deleted streams) are found before anything is written. apply returns it as
+// it is, never wrapped.
 type undoError struct{ err error }
 
 func (e undoError) Error() string { return e.err.Error() }
 func (e undoError) Unwrap() error { return e.err }
 
-// apply runs one append inside the open write transaction: the idempotency
-// check, the version check, the inserts. A domain error (conflict, duplicate,
-// deleted stream) leaves the transaction untouched; an undoError may leave
-// part of the append written, so the caller must roll back (to a savepoint).
-func (s *writeStmts) apply(ctx context.Context, stream string, events []recado.Event,
+// apply runs one append inside the open write transaction: the version check,
+// the inserts, the stream's new version; and, when the version check refuses
+// the append or the first insert finds its ID stored, the idempotency check,
+// whose verdict comes first (a retry is recognised whatever the expected
+// version). A domain error (conflict, duplicate, deleted stream) leaves the
+// transaction untouched; an undoError may leave part of the append written,
+// so the caller must roll back (to a savepoint).
+//
+// Three statements serve an append of one event in the common case: the
+// stream's row, the insert, the stream's new version. The ID lookup runs only
+// when something is wrong, since the unique index on IDs rejects a stored
+// first ID anyway.
+func (s *writeStmts) apply(stream string, events []recado.Event,
 	expected eventstore.ExpectedVersion, now int64) (eventstore.AppendResult, error) {
 	var res eventstore.AppendResult
-	first, found, err := s.lookupID(ctx, events[0].ID)
+	st, err := loadStream(s.stream, stream)
 	if err != nil {
 		return res, undoError{fmt.Errorf("sqlite: append to %q: %w", stream, err)}
 	}
-	if found {
-		return s.retried(ctx, stream, events, first)
-	}
-	st, err := loadStream(ctx, s.stream, stream)
-	if err != nil {
-		return res, undoError{fmt.Errorf("sqlite: append to %q: %w", stream, err)}
-	}
+	refused := expected.Check(stream, st.version, st.exists())
 	if st.tombstoned {
-		return res, fmt.Errorf("sqlite: append to %q: %w", stream, eventstore.ErrStreamDeleted)
+		refused = fmt.Errorf("sqlite: append to %q: %w", stream, eventstore.ErrStreamDeleted)
 	}
-	if err := expected.Check(stream, st.version, st.exists()); err != nil {
-		return res, err
+	if refused != nil {
+		first, found, err := s.lookupID(events[0].ID)
+		switch {
+		case err != nil:
+			return res, undoError{fmt.Errorf("sqlite: append to %q: %w", stream, err)}
+		case found:
+			return s.retried(stream, events, first)
+		}
+		return res, refused
 	}
 	for i := range events {
 		e := &events[i]
@@ -115,32 +135,61 @@ func (s *writeStmts) apply(ctx context.Context, stream string, events []recado.E
 		if !e.Time.IsZero() {
 			t = e.Time.UnixNano()
 		}
-		s.meta = e.Metadata.AppendJSON(s.meta[:0])
-		version := st.version + uint64(i) + 1
-		r, err := s.insert.ExecContext(ctx, e.ID, stream, int64(version), e.Type, e.Data, s.meta, t)
-		if err != nil {
-			if strings.Contains(err.Error(), "recado_events.id") {
-				return res, undoError{s.duplicateLater(ctx, stream, e.ID, i)}
+		if err := s.insertEvent(e, stream, st.version+uint64(i)+1, t); err != nil {
+			if !strings.Contains(err.Error(), "recado_events.id") {
+				return res, undoError{fmt.Errorf("sqlite: append to %q: insert event %s: %w", stream, e.ID, err)}
 			}
-			return res, undoError{fmt.Errorf("sqlite: append to %q: insert event %s: %w", stream, e.ID, err)}
+			if i == 0 { // nothing written yet: a retry, or a plain duplicate
+				first, found, lerr := s.lookupID(e.ID)
+				if lerr == nil && found {
+					return s.retried(stream, events, first)
+				}
+			}
+			return res, undoError{s.duplicateLater(stream, e.ID, i)}
 		}
-		if i == 0 || i == len(events)-1 {
-			pos, err := r.LastInsertId()
-			if err != nil {
-				return res, undoError{fmt.Errorf("sqlite: append to %q: %w", stream, err)}
-			}
-			if i == 0 {
-				res.FirstPosition = recado.NewPosition(uint64(pos), 0)
-			}
-			res.LastPosition = recado.NewPosition(uint64(pos), 0)
+		pos := recado.NewPosition(uint64(s.conn.LastInsertRowID()), 0)
+		if i == 0 {
+			res.FirstPosition = pos
 		}
+		res.LastPosition = pos
 	}
 	res.FirstVersion = st.version + 1
 	res.LastVersion = st.version + uint64(len(events))
-	if _, err := s.setVersion.ExecContext(ctx, stream, int64(res.LastVersion)); err != nil {
+	q := s.setVersion
+	err = firstErr(q.BindText(1, stream), q.BindInt64(2, int64(res.LastVersion)))
+	if err == nil {
+		err = q.Exec()
+	}
+	if err != nil {
 		return res, undoError{fmt.Errorf("sqlite: append to %q: %w", stream, err)}
 	}
 	return res, nil
+}
+
+// insertEvent inserts one event row.
+func (s *writeStmts) insertEvent(e *recado.Event, stream string, version uint64, t int64) error {
+	s.meta = e.Metadata.AppendJSON(s.meta[:0])
+	meta := s.meta
+	if len(meta) == 0 {
+		meta = nil // NULL: no metadata
+	}
+	q := s.insert
+	err := firstErr(q.BindText(1, e.ID), q.BindText(2, stream), q.BindInt64(3, int64(version)),
+		q.BindText(4, e.Type), q.BindBlob(5, e.Data), q.BindBlob(6, meta), q.BindInt64(7, t))
+	if err != nil {
+		return err
+	}
+	return q.Exec()
+}
+
+// firstErr returns the first non-nil error, for a run of Bind calls.
+func firstErr(errs ...error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // storedEvent is what the idempotency check reads of a stored event.
@@ -152,19 +201,33 @@ type storedEvent struct {
 	data    []byte
 }
 
-func (s *writeStmts) lookupID(ctx context.Context, id string) (storedEvent, bool, error) {
+func (s *writeStmts) lookupID(id string) (storedEvent, bool, error) {
+	q := s.byID
 	var e storedEvent
-	err := s.byID.QueryRowContext(ctx, id).Scan(&e.pos, &e.stream, &e.version, &e.typ, &e.data)
-	if errors.Is(err, sql.ErrNoRows) {
-		return e, false, nil
+	if err := q.BindText(1, id); err != nil {
+		return e, false, err
 	}
-	return e, err == nil, err
+	found := q.Step()
+	if found {
+		e = storedEvent{
+			pos:     q.ColumnInt64(0),
+			stream:  q.ColumnText(1),
+			version: uint64(q.ColumnInt64(2)),
+			typ:     q.ColumnText(3),
+			data:    q.ColumnBlob(4, nil),
+		}
+	}
+	err := q.Err()
+	if rerr := q.Reset(); err == nil {
+		err = rerr
+	}
+	return e, found && err == nil, err
 }
 
 // retried checks an append whose first event ID is stored: it is a retry when
 // every event matches a stored one, in order, and then returns the original
 // result.
-func (s *writeStmts) retried(ctx context.Context, stream string, events []recado.Event, first storedEvent) (eventstore.AppendResult, error) {
+func (s *writeStmts) retried(stream string, events []recado.Event, first storedEvent) (eventstore.AppendResult, error) {
 	dup := func(reason string, args ...any) error {
 		return &eventstore.DuplicateIDError{ID: events[0].ID, Stream: first.stream, Reason: fmt.Sprintf(reason, args...)}
 	}
@@ -184,7 +247,7 @@ func (s *writeStmts) retried(ctx context.Context, stream string, events []recado
 		if i > 0 {
 			var found bool
 			var err error
-			if got, found, err = s.lookupID(ctx, e.ID); err != nil {
+			if got, found, err = s.lookupID(e.ID); err != nil {
 				return eventstore.AppendResult{}, undoError{fmt.Errorf("sqlite: append to %q: %w", stream, err)}
 			} else if !found {
 				return eventstore.AppendResult{}, dup("the earlier append did not store event %d (%s) with it", i, e.ID)
@@ -206,8 +269,8 @@ func (s *writeStmts) retried(ctx context.Context, stream string, events []recado
 
 // duplicateLater reports event i of an append, whose ID turned out to be
 // stored for another event when inserting it.
-func (s *writeStmts) duplicateLater(ctx context.Context, stream, id string, i int) error {
-	got, found, err := s.lookupID(ctx, id)
+func (s *writeStmts) duplicateLater(stream, id string, i int) error {
+	got, found, err := s.lookupID(id)
 	if err != nil || !found {
 		return fmt.Errorf("sqlite: append to %q: event %d (%s): duplicate ID, and reading it back: %v", stream, i, id, err)
 	}
@@ -377,29 +440,37 @@ func (db *DB) commitBatch(batch []*appendReq) {
 // tryBatch runs the batch in one transaction. It returns the index of an
 // append that met a storage error (the transaction is then rolled back), or
 // -1 with the error of the transaction itself, or -1 and nil once committed.
-// Each request's own result or domain error is left in r.res and r.err.
-func (db *DB) tryBatch(batch []*appendReq, now int64) (int, error) {
-	ctx := context.Background() // the batch is never cut short: callers give up alone
-	s := db.stmts
-	if _, err := s.begin.ExecContext(ctx); err != nil {
-		return -1, err
-	}
-	for i, r := range batch {
-		r.res, r.err = s.apply(ctx, r.stream, r.events, r.expected, now)
-		if se := (undoError{}); errors.As(r.err, &se) {
-			db.rollback()
-			return i, se.err
+// Each request's own result or domain error is left in r.res and r.err. The
+// batch is never cut short: callers give up alone.
+func (db *DB) tryBatch(batch []*appendReq, now int64) (failed int, err error) {
+	failed = -1
+	err = db.onWriter(func(w *writeStmts) error {
+		if err := w.begin.Exec(); err != nil {
+			return err
 		}
-	}
-	if _, err := s.commit.ExecContext(ctx); err != nil {
-		db.rollback()
-		return -1, err
-	}
-	return -1, nil
+		for i, r := range batch {
+			r.res, r.err = w.apply(r.stream, r.events, r.expected, now)
+			if se, ok := r.err.(undoError); ok {
+				db.rollback(w)
+				failed = i
+				return se.err
+			}
+		}
+		if err := w.commit.Exec(); err != nil {
+			db.rollback(w)
+			return err
+		}
+		return nil
+	})
+	return failed, err
 }
 
-func (db *DB) rollback() {
-	if _, err := db.stmts.rollback.ExecContext(context.Background()); err != nil {
+// rollback rolls back the writer's transaction, if SQLite has not already.
+func (db *DB) rollback(w *writeStmts) {
+	if !w.inTx() {
+		return
+	}
+	if err := w.rollback.Exec(); err != nil {
 		db.log.Error("sqlite: rollback failed", "path", db.path, "err", err)
 	}
 }
