@@ -284,11 +284,11 @@ func (e *EventStore) execute(ctx context.Context, tx pgx.Tx, reqs []*appendReq, 
 			b.Queue("SELECT pg_advisory_xact_lock(hashtext($1))", q.channel)
 		}
 	}
-	// Plan every statement for its arguments. A generic plan cached while the
-	// tables were small (a sequential scan for id = ANY($1), a hash join for
-	// the stream update) would stay after they grow, costing a scan of the
-	// table per commit. In the caller's unit of work the setting is put back
-	// at the end.
+	// Plan the lookups and the stream update for their arguments. A generic
+	// plan cached while the tables were small (a sequential scan for
+	// id = ANY($1), a hash join for the stream update) would stay after they
+	// grow, costing a scan of the table per commit. The setting is put back
+	// before the insert.
 	var planMode string
 	b.Queue(q.customPlans).QueryRow(func(row pgx.Row) error { return row.Scan(&planMode, nil) })
 	readStreams := q.readStreams
@@ -377,12 +377,14 @@ func (e *EventStore) execute(ctx context.Context, tx pgx.Tx, reqs []*appendReq, 
 		} else {
 			e.queueCAS(b, rows, buf)
 		}
+		// The insert scans no table: its generic plan is as good, and planning
+		// a hundred-row insert for its arguments costs more than it saves.
+		b.Queue(q.restorePlans, planMode)
 		b.Queue(q.insertEvents, buf.majors, buf.seqs, buf.ids, buf.streams, buf.versions, buf.types, buf.data, buf.meta, buf.times)
 		if tx != nil {
 			b.Queue(q.notify, q.channel)
 		}
-	}
-	if tx != nil {
+	} else if tx != nil {
 		b.Queue(q.restorePlans, planMode)
 	}
 	if tx == nil && len(buf.ids) == 0 {
