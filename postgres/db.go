@@ -29,8 +29,10 @@ type Options struct {
 	MaxBatch int
 	// Writers is how many group commits may be in flight at once, each on a
 	// connection of the pool: while one waits for its WAL flush, the next
-	// writes. Default: half the pool's MaxConns, at most 4, at least 1 (the
-	// rest stay for reads and units of work).
+	// writes. Default 2 (1 for a pool of fewer than 4 connections), leaving
+	// the rest of the pool to reads and units of work. More writers make
+	// smaller groups: raise it only when commits wait on a remote server or a
+	// slow disk, and measure (BenchmarkDesign).
 	Writers int
 	// PollInterval is how often an idle subscription reads the log again in case
 	// a notification was lost. Default 1s.
@@ -100,7 +102,7 @@ func Open(ctx context.Context, pool *pgxpool.Pool, opts Options) (*DB, error) {
 	}
 	opts.setDefaults()
 	if opts.Writers == 0 {
-		opts.Writers = min(4, max(1, int(pool.Config().MaxConns)/2))
+		opts.Writers = min(2, max(1, int(pool.Config().MaxConns)/2))
 	}
 	db := &DB{pool: pool, opts: opts, log: opts.Logger, schema: pgx.Identifier{opts.Schema}.Sanitize()}
 	db.q = newQueries(db.schema, channelName(opts.Schema))

@@ -28,12 +28,14 @@
 //
 // # Group commit
 //
-// Concurrent appends of one process are committed together: a writer goroutine
-// takes every append waiting, checks versions and idempotency for all of them in
-// Go against rows it has locked, and writes the ones that pass in one
-// transaction of two round trips. One append that conflicts never fails its
-// neighbours. An append given a unit of work ([eventstore.InTx]) joins that
-// transaction instead.
+// Concurrent appends of one process are committed together: a few writer
+// goroutines (Options.Writers) each take every append waiting, check versions
+// and idempotency for all of them in Go against the stream rows and the IDs
+// already stored, and write the ones that pass in one transaction of two round
+// trips. Stream rows are updated only if no other process changed them since
+// they were read; otherwise the group is retried with the rows locked. One
+// append that conflicts never fails its neighbours. An append given a unit of
+// work ([eventstore.InTx]) joins that transaction instead.
 //
 // Subscribers are woken by LISTEN/NOTIFY, with polling as the fallback when a
 // notification is lost.
