@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ncruces/go-sqlite3"
+
 	"github.com/recado-dev/recado/eventstore"
 )
 
@@ -123,6 +125,7 @@ type DB struct {
 	conn  *sql.Conn   // that connection, held for the DB's life
 	stmts *writeStmts // its hot statements, on the driver's direct API
 	reads *readPool   // readers (WAL lets them run beside the writer)
+	pages sync.Pool   // *rawPage buffers of reads
 
 	// writeLock (capacity 1) is held by whoever uses conn: the group-commit
 	// writer for one batch, or a Tx for its whole life.
@@ -179,8 +182,7 @@ func (db *DB) open() error {
 	ctx := context.Background()
 	busy := pragma("busy_timeout", db.opts.BusyTimeout.Milliseconds())
 	var err error
-	db.write, err = sql.Open(driverName, dsn(db.path, busy,
-		"journal_mode(WAL)", pragma("synchronous", db.opts.Durability.synchronous())))
+	db.write, err = sql.Open(driverName, dsn(db.path, busy, pragma("synchronous", db.opts.Durability.synchronous())))
 	if err != nil {
 		return fmt.Errorf("sqlite: open %s: %w", db.path, err)
 	}
@@ -188,6 +190,16 @@ func (db *DB) open() error {
 	db.write.SetMaxIdleConns(1)
 	db.write.SetConnMaxLifetime(0)
 	if db.conn, err = db.write.Conn(ctx); err != nil {
+		return fmt.Errorf("sqlite: open %s: %w", db.path, err)
+	}
+	err = db.conn.Raw(func(dc any) error {
+		c, err := rawConn(dc)
+		if err == nil {
+			err = setWAL(c, db.opts.BusyTimeout)
+		}
+		return err
+	})
+	if err != nil {
 		return fmt.Errorf("sqlite: open %s: %w", db.path, err)
 	}
 	if err := migrate(ctx, db.conn, db.path); err != nil {
@@ -205,6 +217,25 @@ func (db *DB) open() error {
 	}
 	db.reads = newReadPool(dsn(db.path, busy, "query_only(1)"), db.opts.ReadConns)
 	return nil
+}
+
+// setWAL puts the file in WAL mode (a no-op once it is). Switching needs the
+// file's exclusive lock, and SQLite refuses at once (SQLITE_BUSY, without
+// waiting for the busy timeout) when another connection is switching it at the
+// same time, as when several processes open a new file together: retry until
+// timeout.
+func setWAL(c *sqlite3.Conn, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		err := c.Exec("PRAGMA journal_mode=WAL")
+		if err == nil || !errors.Is(err, sqlite3.BUSY) || time.Now().After(deadline) {
+			if err != nil {
+				return fmt.Errorf("set journal_mode WAL: %w", err)
+			}
+			return nil
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // onWriter runs f with the writer's statements, under database/sql's lock of

@@ -242,63 +242,187 @@ func (s *EventStore) readErr(ctx context.Context, err error) error {
 // page comes back short, calling advance with each page's last event. ctx is
 // checked between pages, not during one: a page is short, and watching a
 // context on every row costs a large share of the read rate.
+//
+// The first page is read on the caller's goroutine. If there is more, a
+// second goroutine reads the following pages, one ahead, while the caller
+// decodes the metadata of the current one and handles its events: on two
+// cores the SQLite side of a long read and the Go side overlap. Each page
+// holds its connection only while its rows are stepped through, and the
+// reading goroutine has stopped by the time read returns.
 func (s *EventStore) read(ctx context.Context, limit int, yield func(recado.Event, error) bool,
 	query func(rc *readConn, n int) (*sqlite3.Stmt, error), advance func(*recado.Event)) {
-	page := make([]recado.Event, 0, min(pageSize, max(limit, 16)))
-	var strs pageStrings
-	for left := limit; limit == 0 || left > 0; {
-		if err := ctx.Err(); err != nil {
-			yield(recado.Event{}, err)
-			return
-		}
-		n := pageSize
-		if limit > 0 {
-			n = min(n, left)
-		}
-		var err error
-		page, err = s.readPage(query, n, page[:0], &strs)
-		if err != nil {
-			yield(recado.Event{}, s.readErr(ctx, err))
-			return
-		}
-		for i := range page {
-			if !yield(page[i], nil) {
+	f := &fetcher{s: s, query: query, advance: advance, limit: limit, left: limit}
+	if err := ctx.Err(); err != nil {
+		yield(recado.Event{}, err)
+		return
+	}
+	page := s.db.getPage()
+	defer s.db.putPage(page)
+	more := f.fetch(page)
+	if !deliver(ctx, page, yield) || !more {
+		return
+	}
+	pages := make(chan *rawPage, 1)
+	free := make(chan *rawPage, 2) // both pages fit: handing one back never blocks
+	stop := make(chan struct{})
+	second := s.db.getPage()
+	defer s.db.putPage(second) // after the reader has stopped (deferred below)
+	free <- second
+	var cancelled error // set by the reader before it closes pages
+	go func() {         // reads the next pages while the caller handles this one
+		defer close(pages)
+		for {
+			var p *rawPage
+			select {
+			case p = <-free:
+			case <-stop:
+				return
+			}
+			if cancelled = ctx.Err(); cancelled != nil {
+				return // the caller yields it after the pages it has
+			}
+			more := f.fetch(p)
+			select {
+			case pages <- p:
+			case <-stop:
+				return
+			}
+			if !more {
 				return
 			}
 		}
-		if len(page) < n {
+	}()
+	defer func() {
+		close(stop)
+		for range pages { // wait for the reader to stop
+		}
+	}()
+	free <- page
+	for p := range pages {
+		if !deliver(ctx, p, yield) {
 			return
 		}
-		advance(&page[len(page)-1])
-		left -= len(page)
-		clear(page)
+		free <- p
+	}
+	if cancelled != nil {
+		yield(recado.Event{}, cancelled)
 	}
 }
 
-// readPage runs one page's query on a pooled connection and decodes its rows.
-// Every row's ID, Data and Metadata are fresh values; stream and type names,
+// deliver decodes the page's metadata and yields its events, or its error. It
+// reports whether the caller wants more and the page had no error.
+func deliver(ctx context.Context, p *rawPage, yield func(recado.Event, error) bool) bool {
+	if err := ctx.Err(); err != nil {
+		yield(recado.Event{}, err)
+		return false
+	}
+	if p.err != nil {
+		yield(recado.Event{}, p.readErr(ctx))
+		return false
+	}
+	start := 0
+	for i := range p.events {
+		e := &p.events[i]
+		end := p.metaEnds[i]
+		var err error
+		if e.Metadata, err = recado.ParseMetadata(p.meta[start:end]); err != nil {
+			pos, _ := e.Position.Parts()
+			yield(recado.Event{}, fmt.Errorf("sqlite: read event %s at %d: %w", e.ID, pos, err))
+			return false
+		}
+		start = end
+		if !yield(*e, nil) {
+			return false
+		}
+	}
+	return true
+}
+
+// rawPage is one page of a read: its events without their metadata, and the
+// rows' metadata bytes, decoded by the caller's goroutine (deliver). Two
+// pages take turns, so the bytes are copied into reused buffers.
+type rawPage struct {
+	events   []recado.Event
+	meta     []byte // every row's metadata, one after the other
+	metaEnds []int  // where each row's metadata ends in meta
+	err      error
+	s        *EventStore
+}
+
+// getPage returns a page buffer from the DB's pool: reads reuse them rather
+// than allocate two pages of events per read.
+func (db *DB) getPage() *rawPage {
+	if p, ok := db.pages.Get().(*rawPage); ok {
+		return p
+	}
+	return &rawPage{events: make([]recado.Event, 0, pageSize), metaEnds: make([]int, 0, pageSize)}
+}
+
+// putPage gives a page buffer back, holding nothing of the events it held.
+func (db *DB) putPage(p *rawPage) {
+	clear(p.events)
+	p.events, p.meta, p.metaEnds, p.err, p.s = p.events[:0], p.meta[:0], p.metaEnds[:0], nil, nil
+	if cap(p.meta) > 1<<20 {
+		p.meta = nil // an odd page of huge metadata is not kept
+	}
+	db.pages.Put(p)
+}
+
+func (p *rawPage) readErr(ctx context.Context) error { return p.s.readErr(ctx, p.err) }
+
+// fetcher reads the pages of one read, keeping its position (advance) and
+// what is left of its limit. One goroutine at a time uses it.
+type fetcher struct {
+	s           *EventStore
+	query       func(rc *readConn, n int) (*sqlite3.Stmt, error)
+	advance     func(*recado.Event)
+	limit, left int
+	strs        pageStrings
+}
+
+// fetch fills p with the next page and reports whether another may follow.
+func (f *fetcher) fetch(p *rawPage) bool {
+	clear(p.events)
+	p.events, p.meta, p.metaEnds, p.err, p.s = p.events[:0], p.meta[:0], p.metaEnds[:0], nil, f.s
+	n := pageSize
+	if f.limit > 0 {
+		n = min(n, f.left)
+	}
+	if p.err = f.s.readPage(f.query, n, p, &f.strs); p.err != nil {
+		return false
+	}
+	if len(p.events) < n {
+		return false
+	}
+	f.advance(&p.events[len(p.events)-1])
+	f.left -= len(p.events)
+	return f.limit == 0 || f.left > 0
+}
+
+// readPage runs one page's query on a pooled connection and reads its rows
+// into p. Every row's ID and Data are fresh values; stream and type names,
 // which repeat from row to row, are shared (strs). The statement is reset
 // before the connection goes back, which ends its read transaction.
 func (s *EventStore) readPage(query func(rc *readConn, n int) (*sqlite3.Stmt, error), n int,
-	page []recado.Event, strs *pageStrings) ([]recado.Event, error) {
+	p *rawPage, strs *pageStrings) error {
 	if s.db.isClosing() {
-		return page, s.db.closedErr()
+		return s.db.closedErr()
 	}
 	rc, err := s.db.reads.get(s.db.closing, s.db.closedErr)
 	if err != nil {
-		return page, err
+		return err
 	}
 	q, err := query(rc, n)
 	if err == nil {
-		page, err = decodeRows(q, page, strs)
+		err = readRows(q, p, strs)
 	}
 	resetErr := q.Reset()
 	s.db.reads.put(rc, resetErr != nil && err == nil)
-	return page, err
+	return err
 }
 
-// decodeRows steps q to its end, appending one event per row.
-func decodeRows(q *sqlite3.Stmt, page []recado.Event, strs *pageStrings) ([]recado.Event, error) {
+// readRows steps q to its end, appending one event per row to p.
+func readRows(q *sqlite3.Stmt, p *rawPage, strs *pageStrings) error {
 	for q.Step() {
 		e := recado.Event{
 			Position: recado.NewPosition(uint64(q.ColumnInt64(0)), 0),
@@ -311,14 +435,11 @@ func decodeRows(q *sqlite3.Stmt, page []recado.Event, strs *pageStrings) ([]reca
 		if data := q.ColumnRawBlob(5); len(data) > 0 {
 			e.Data = append([]byte(nil), data...)
 		}
-		var err error
-		if e.Metadata, err = recado.ParseMetadata(q.ColumnRawBlob(6)); err != nil {
-			p, _ := e.Position.Parts()
-			return page, fmt.Errorf("event %s at %d: %w", e.ID, p, err)
-		}
-		page = append(page, e)
+		p.meta = append(p.meta, q.ColumnRawBlob(6)...)
+		p.metaEnds = append(p.metaEnds, len(p.meta))
+		p.events = append(p.events, e)
 	}
-	return page, q.Err()
+	return q.Err()
 }
 
 // pageStrings shares the stream and type names of one read's events.

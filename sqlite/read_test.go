@@ -1,0 +1,159 @@
+package sqlite
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/recado-dev/recado"
+	"github.com/recado-dev/recado/eventstore"
+)
+
+// multiPage fills a store with n events over several read pages, in appends
+// of 100 to ten streams, and returns what was appended in log order.
+func multiPage(t *testing.T, db *DB, n int) []recado.Event {
+	t.Helper()
+	var all []recado.Event
+	for i := 0; i < n; i += 100 {
+		batch := make([]recado.Event, 0, 100)
+		for j := i; j < min(i+100, n); j++ {
+			e := recado.NewEvent(fmt.Sprintf("type-%d", j%3), fmt.Appendf(nil, `{"n":%d}`, j))
+			e.Metadata.CorrelationID = fmt.Sprintf("c-%d", j)
+			batch = append(batch, e)
+		}
+		if _, err := db.Events().Append(t.Context(), fmt.Sprintf("s-%d", i/100%10), batch); err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, batch...)
+	}
+	return all
+}
+
+func TestReadAcrossPages(t *testing.T) {
+	db := openTest(t, Options{ReadConns: 1}) // a connection not given back would hang the next read
+	const n = 3*pageSize + 17
+	want := multiPage(t, db, n)
+	s := db.Events()
+	ctx := t.Context()
+
+	first := readAll(t, s)
+	second := readAll(t, s) // reuses the first read's page buffers
+	for _, got := range [][]recado.Event{first, second} {
+		if len(got) != n {
+			t.Fatalf("ReadAll read %d events, want %d", len(got), n)
+		}
+		for i, e := range got {
+			w := want[i]
+			if p, _ := e.Position.Parts(); p != uint64(i+1) || e.ID != w.ID || e.Type != w.Type ||
+				!bytes.Equal(e.Data, w.Data) || e.Metadata.CorrelationID != w.Metadata.CorrelationID {
+				t.Fatalf("event %d = %d %s %s %s %q, want %d %s %s %s %q", i, p, e.ID, e.Type, e.Data, e.Metadata.CorrelationID,
+					i+1, w.ID, w.Type, w.Data, w.Metadata.CorrelationID)
+			}
+		}
+	}
+	first[0].Data[0] = 'X'
+	if second[0].Data[0] == 'X' {
+		t.Error("two reads share an event's Data")
+	}
+
+	tests := []struct {
+		name  string
+		opts  []eventstore.ReadOption
+		count int
+		first uint64 // position of the first event read
+		step  int64  // +1 forwards, -1 backwards
+	}{
+		{"limit across pages", []eventstore.ReadOption{eventstore.Limit(pageSize + 3)}, pageSize + 3, 1, 1},
+		{"limit of whole pages", []eventstore.ReadOption{eventstore.Limit(2 * pageSize)}, 2 * pageSize, 1, 1},
+		{"backwards", []eventstore.ReadOption{eventstore.Backwards()}, n, n, -1},
+		{"backwards limit", []eventstore.ReadOption{eventstore.Backwards(), eventstore.Limit(pageSize + 1)}, pageSize + 1, n, -1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := 0
+			for e, err := range s.ReadAll(ctx, recado.Position{}, tc.opts...) {
+				if err != nil {
+					t.Fatal(err)
+				}
+				p, _ := e.Position.Parts()
+				if want := uint64(int64(tc.first) + int64(got)*tc.step); p != want {
+					t.Fatalf("event %d at position %d, want %d", got, p, want)
+				}
+				got++
+			}
+			if got != tc.count {
+				t.Errorf("read %d events, want %d", got, tc.count)
+			}
+		})
+	}
+}
+
+func TestReadBrokenOffAndCancelled(t *testing.T) {
+	db := openTest(t, Options{ReadConns: 1})
+	const n = 4 * pageSize
+	multiPage(t, db, n)
+	s := db.Events()
+
+	// Broken off in the second page, while the next is being read: nothing
+	// stays held (the only read connection serves the next read; goleak
+	// checks the reading goroutine stopped).
+	for _, stopAt := range []int{1, pageSize, pageSize + 10, 3*pageSize + 1} {
+		got := 0
+		for _, err := range s.ReadAll(t.Context(), recado.Position{}) {
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got++; got == stopAt {
+				break
+			}
+		}
+		if got != stopAt {
+			t.Fatalf("stopped at %d, want %d", got, stopAt)
+		}
+		if evs := readStream(t, s, "s-0"); len(evs) == 0 {
+			t.Fatal("no events read after a broken-off read")
+		}
+	}
+
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	got, errs := 0, 0
+	for _, err := range s.ReadAll(ctx, recado.Position{}) {
+		if err != nil {
+			if !errors.Is(err, context.Canceled) {
+				t.Errorf("error after cancel = %v, want context.Canceled", err)
+			}
+			errs++
+			continue
+		}
+		if got++; got == pageSize+5 {
+			cancel()
+		}
+	}
+	if errs != 1 || got >= n {
+		t.Errorf("cancelled read: %d events and %d errors, want fewer than %d and one error", got, errs, n)
+	}
+}
+
+func TestCloseDuringRead(t *testing.T) {
+	db := openTest(t, Options{})
+	multiPage(t, db, 3*pageSize)
+	got := 0
+	var last error
+	for _, err := range db.Events().ReadAll(t.Context(), recado.Position{}) {
+		if err != nil {
+			last = err
+			continue
+		}
+		if got++; got == 10 {
+			if err := db.Close(); err != nil {
+				t.Fatalf("Close during a read: %v", err)
+			}
+		}
+	}
+	if !errors.Is(last, eventstore.ErrClosed) || got >= 3*pageSize {
+		t.Errorf("read across Close: %d events, last error %v; want fewer than %d and ErrClosed", got, last, 3*pageSize)
+	}
+}
