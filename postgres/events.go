@@ -338,6 +338,11 @@ func (e *EventStore) retryRead(ctx context.Context, f func() error) error {
 
 // readPage decodes the events of rs into p, from column off.
 func readPage(rs pgx.Rows, p *page, off int) error {
+	// A batch hands its callbacks the rows of a query that failed to start
+	// (the connection dropped) as is: ask before touching them.
+	if err := rs.Err(); err != nil {
+		return err
+	}
 	if err := checkFormats(rs.FieldDescriptions(), off); err != nil {
 		return err
 	}
@@ -390,6 +395,9 @@ func (e *EventStore) ReadStream(ctx context.Context, stream string, opts ...even
 			}
 			b := &pgx.Batch{}
 			b.Queue(q, stream, bound, n).Query(func(rs pgx.Rows) error {
+				if err := rs.Err(); err != nil {
+					return err // see readPage
+				}
 				if err := checkFormats(rs.FieldDescriptions(), 3); err != nil {
 					return err
 				}
