@@ -202,7 +202,11 @@ func testGapTorture(t *testing.T, exact bool) {
 				return err
 			}
 			close(opened)
-			<-release
+			select {
+			case <-release:
+			case <-ctx.Done(): // the test failed: end the transaction
+				return ctx.Err()
+			}
 			var opt eventstore.AppendOption = eventstore.Expect(eventstore.Any)
 			if exact {
 				v, err := lastVersion(ctx, procA.Events(), "shared-1")

@@ -50,7 +50,14 @@ type writer struct {
 	stop chan struct{}
 }
 
-const maxCommitAttempts = 3
+// A group commit is tried again after a lost connection up to
+// maxCommitAttempts times in all, and after contention with other writers (a
+// stream changed meanwhile, a deadlock, an ID stored meanwhile) up to
+// maxContendedAttempts: each retry locks the stream rows, so contention ends.
+const (
+	maxCommitAttempts    = 3
+	maxContendedAttempts = 10
+)
 
 func (w *writer) close() { close(w.stop) }
 
@@ -109,6 +116,7 @@ func (w *writer) loop() {
 // outcome is unknown is safe: the appends it stored are recognised by ID.
 func (w *writer) commit(reqs []*appendReq, buf *batchBuf) {
 	var err error
+	lost := 0 // attempts that failed for a lost connection
 	for attempt := 1; ; attempt++ {
 		var outcomes []appendOutcome
 		var sent bool
@@ -129,13 +137,16 @@ func (w *writer) commit(reqs []*appendReq, buf *batchBuf) {
 				r.inFlight = true
 			}
 		}
-		if attempt == maxCommitAttempts || !retryable(err) || w.e.db.closed.Load() {
+		if connLost(err) {
+			lost++
+		}
+		if lost == maxCommitAttempts || attempt == maxContendedAttempts || !retryable(err) || w.e.db.closed.Load() {
 			break
 		}
 		w.e.db.log.Warn("postgres: group commit failed, retrying", "schema", w.e.db.opts.Schema,
 			"appends", len(reqs), "attempt", attempt, "err", err)
 		select {
-		case <-time.After(time.Duration(attempt) * 20 * time.Millisecond):
+		case <-time.After(time.Duration(min(attempt, 5)) * 10 * time.Millisecond):
 		case <-w.stop:
 		}
 	}
@@ -431,7 +442,15 @@ type testHooks struct {
 func (e *EventStore) queueCAS(b *pgx.Batch, rows map[string]*streamRow, buf *batchBuf) {
 	var newNames, oldNames []string
 	var newVersions, newMajors, versions, majors, oldVersions, oldDeleted []int64
-	for i, name := range buf.uStreams {
+	// In stream order, as the locking path does, so that no two commits
+	// (of this process or another) wait for each other's rows in a cycle.
+	order := make([]int, len(buf.uStreams))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return strings.Compare(buf.uStreams[a], buf.uStreams[b]) })
+	for _, i := range order {
+		name := buf.uStreams[i]
 		r := rows[name]
 		if !r.stored {
 			newNames = append(newNames, name)
