@@ -23,6 +23,23 @@
 // order, the global log has no gaps and a reader that resumes after the last
 // position it saw never skips an event.
 //
+// # Reads
+//
+// Reads run in pages of 512 events on a small pool of read-only connections
+// (Options.ReadConns), each page on a connection held only while its rows are
+// stepped through, in a read transaction that ends with the page: an
+// iteration broken off early holds nothing. A read longer than a page fetches
+// the next one on a second goroutine while the caller handles the current
+// one.
+//
+// # Driver
+//
+// The driver is github.com/ncruces/go-sqlite3 (SQLite compiled to Wasm and
+// translated to Go: pure Go). Reads and the group commit's statements use its
+// direct API (prepared statements, bind, step, reset), which allocates
+// nothing per row; [Tx] is database/sql over the same writer connection, so a
+// unit of work looks like any *sql.Tx.
+//
 // # Unit of work
 //
 // [DB.Tx] runs a function in one write transaction on the writer connection;

@@ -323,14 +323,18 @@ func deliver(ctx context.Context, p *rawPage, yield func(recado.Event, error) bo
 	start := 0
 	for i := range p.events {
 		e := &p.events[i]
-		end := p.metaEnds[i]
+		ends := p.ends[i]
+		e.ID = string(p.buf[start:ends.id])
+		if ends.data > ends.id {
+			e.Data = append([]byte(nil), p.buf[ends.id:ends.data]...)
+		}
 		var err error
-		if e.Metadata, err = recado.ParseMetadata(p.meta[start:end]); err != nil {
+		if e.Metadata, err = recado.ParseMetadata(p.buf[ends.data:ends.meta]); err != nil {
 			pos, _ := e.Position.Parts()
 			yield(recado.Event{}, fmt.Errorf("sqlite: read event %s at %d: %w", e.ID, pos, err))
 			return false
 		}
-		start = end
+		start = ends.meta
 		if !yield(*e, nil) {
 			return false
 		}
@@ -338,16 +342,23 @@ func deliver(ctx context.Context, p *rawPage, yield func(recado.Event, error) bo
 	return true
 }
 
-// rawPage is one page of a read: its events without their metadata, and the
-// rows' metadata bytes, decoded by the caller's goroutine (deliver). Two
-// pages take turns, so the bytes are copied into reused buffers.
+// rawPage is one page of a read as the reading side leaves it: its events
+// without ID, Data and Metadata, whose bytes are copied from SQLite into one
+// reused buffer, for the caller's goroutine to turn into fresh values
+// (deliver). The reading side thus allocates nothing per row, and the work of
+// a long read is split about evenly between the two goroutines.
 type rawPage struct {
-	events   []recado.Event
-	meta     []byte // every row's metadata, one after the other
-	metaEnds []int  // where each row's metadata ends in meta
-	err      error
-	s        *EventStore
+	events []recado.Event
+	buf    []byte    // each row's ID, Data and metadata, one row after the other
+	ends   []rowEnds // where each row's parts end in buf
+	err    error
+	s      *EventStore
 }
+
+// rowEnds are the offsets in rawPage.buf where a row's ID, Data and metadata
+// end; each starts where the one before ends (the ID where the previous row's
+// metadata ends).
+type rowEnds struct{ id, data, meta int }
 
 // getPage returns a page buffer from the DB's pool: reads reuse them rather
 // than allocate two pages of events per read.
@@ -355,15 +366,15 @@ func (db *DB) getPage() *rawPage {
 	if p, ok := db.pages.Get().(*rawPage); ok {
 		return p
 	}
-	return &rawPage{events: make([]recado.Event, 0, pageSize), metaEnds: make([]int, 0, pageSize)}
+	return &rawPage{events: make([]recado.Event, 0, pageSize), ends: make([]rowEnds, 0, pageSize)}
 }
 
 // putPage gives a page buffer back, holding nothing of the events it held.
 func (db *DB) putPage(p *rawPage) {
 	clear(p.events)
-	p.events, p.meta, p.metaEnds, p.err, p.s = p.events[:0], p.meta[:0], p.metaEnds[:0], nil, nil
-	if cap(p.meta) > 1<<20 {
-		p.meta = nil // an odd page of huge metadata is not kept
+	p.events, p.buf, p.ends, p.err, p.s = p.events[:0], p.buf[:0], p.ends[:0], nil, nil
+	if cap(p.buf) > 4<<20 {
+		p.buf = nil // an odd page of huge events is not kept
 	}
 	db.pages.Put(p)
 }
@@ -383,7 +394,7 @@ type fetcher struct {
 // fetch fills p with the next page and reports whether another may follow.
 func (f *fetcher) fetch(p *rawPage) bool {
 	clear(p.events)
-	p.events, p.meta, p.metaEnds, p.err, p.s = p.events[:0], p.meta[:0], p.metaEnds[:0], nil, f.s
+	p.events, p.buf, p.ends, p.err, p.s = p.events[:0], p.buf[:0], p.ends[:0], nil, f.s
 	n := pageSize
 	if f.limit > 0 {
 		n = min(n, f.left)
@@ -400,8 +411,8 @@ func (f *fetcher) fetch(p *rawPage) bool {
 }
 
 // readPage runs one page's query on a pooled connection and reads its rows
-// into p. Every row's ID and Data are fresh values; stream and type names,
-// which repeat from row to row, are shared (strs). The statement is reset
+// into p. Stream and type names, which repeat from row to row, are shared
+// (strs); the rest of a row is copied into p.buf. The statement is reset
 // before the connection goes back, which ends its read transaction.
 func (s *EventStore) readPage(query func(rc *readConn, n int) (*sqlite3.Stmt, error), n int,
 	p *rawPage, strs *pageStrings) error {
@@ -424,20 +435,21 @@ func (s *EventStore) readPage(query func(rc *readConn, n int) (*sqlite3.Stmt, er
 // readRows steps q to its end, appending one event per row to p.
 func readRows(q *sqlite3.Stmt, p *rawPage, strs *pageStrings) error {
 	for q.Step() {
-		e := recado.Event{
+		p.events = append(p.events, recado.Event{
 			Position: recado.NewPosition(uint64(q.ColumnInt64(0)), 0),
-			ID:       string(q.ColumnRawText(1)),
 			Stream:   strs.streams.get(q.ColumnRawText(2)),
 			Version:  uint64(q.ColumnInt64(3)),
 			Type:     strs.types.get(q.ColumnRawText(4)),
 			Time:     unixNano(q.ColumnInt64(7)),
-		}
-		if data := q.ColumnRawBlob(5); len(data) > 0 {
-			e.Data = append([]byte(nil), data...)
-		}
-		p.meta = append(p.meta, q.ColumnRawBlob(6)...)
-		p.metaEnds = append(p.metaEnds, len(p.meta))
-		p.events = append(p.events, e)
+		})
+		var ends rowEnds
+		p.buf = append(p.buf, q.ColumnRawText(1)...)
+		ends.id = len(p.buf)
+		p.buf = append(p.buf, q.ColumnRawBlob(5)...)
+		ends.data = len(p.buf)
+		p.buf = append(p.buf, q.ColumnRawBlob(6)...)
+		ends.meta = len(p.buf)
+		p.ends = append(p.ends, ends)
 	}
 	return q.Err()
 }
