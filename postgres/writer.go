@@ -14,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/recado-dev/recado"
 	"github.com/recado-dev/recado/eventstore"
@@ -215,6 +216,21 @@ func (b *batchBuf) reset() {
 	b.uStreams, b.uVersions, b.uMajor = b.uStreams[:0], b.uVersions[:0], b.uMajor[:0]
 }
 
+// sliceMeta cuts the metadata buffer into one value per event.
+func (b *batchBuf) sliceMeta() {
+	for i, end := range b.metaEnds {
+		start := 0
+		if i > 0 {
+			start = b.metaEnds[i-1]
+		}
+		m := b.metaBuf[start:end:end]
+		if m == nil {
+			m = []byte{} // empty metadata is zero bytes, not NULL
+		}
+		b.meta = append(b.meta, m)
+	}
+}
+
 type streamRow struct {
 	version, deleted uint64
 	tombstoned       bool
@@ -240,6 +256,66 @@ type storedEvent struct {
 // write fails (to be retried with lock) if one changed meanwhile. sent reports
 // that a commit was sent, so the outcome of a failure is unknown.
 func (e *EventStore) execute(ctx context.Context, tx pgx.Tx, reqs []*appendReq, buf *batchBuf, lock bool) (out []appendOutcome, sent bool, err error) {
+	var conn sender = tx
+	if tx == nil {
+		c, err := e.db.pool.Acquire(ctx)
+		if err != nil {
+			if e.db.closed.Load() {
+				return nil, false, e.db.errClosed("append")
+			}
+			return nil, false, err
+		}
+		defer func() { release(c, err == nil) }()
+		conn = c.Conn()
+	}
+	st, err := e.readState(ctx, conn, tx == nil, reqs, lock)
+	if err != nil {
+		return nil, false, err
+	}
+	if h := e.hooks.beforeWrite; h != nil && tx == nil {
+		h(conn.(*pgx.Conn).PgConn().PID())
+	}
+	buf.reset()
+	out = e.decide(reqs, st.rows, st.stored, st.xid, st.seqs, buf)
+	sent, err = e.write(ctx, conn, tx == nil, st, buf, lock)
+	if err != nil {
+		return nil, sent, err
+	}
+	return out, sent, nil
+}
+
+// sender is a connection or a transaction: what a pipeline is sent on.
+type sender interface {
+	SendBatch(context.Context, *pgx.Batch) pgx.BatchResults
+}
+
+// release returns a group commit's connection to the pool. After a failure
+// the transaction may still be open (or the connection broken): it is rolled
+// back, and the connection closed if even that fails.
+func release(c *pgxpool.Conn, healthy bool) {
+	if !healthy {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if _, err := c.Exec(ctx, "rollback"); err != nil {
+			_ = c.Conn().Close(ctx)
+		}
+		cancel()
+	}
+	c.Release()
+}
+
+// batchState is what the first round trip of a commit learns.
+type batchState struct {
+	rows     map[string]*streamRow  // by stream: as read (a zero row if none)
+	stored   map[string]storedEvent // by ID: the batch's events already stored
+	xid      int64                  // the transaction's id
+	seqs     []int64                // sequence numbers, one per event, increasing
+	planMode string                 // plan_cache_mode to restore
+}
+
+// readState is the first round trip: it begins the transaction (if own),
+// reads (or locks) the streams' rows, finds the IDs already stored, and takes
+// the transaction id and blocks of sequence numbers, pipelined.
+func (e *EventStore) readState(ctx context.Context, conn sender, own bool, reqs []*appendReq, lock bool) (*batchState, error) {
 	q := &e.db.q
 	var streams, ids []string
 	total := 0
@@ -253,43 +329,10 @@ func (e *EventStore) execute(ctx context.Context, tx pgx.Tx, reqs []*appendReq, 
 	slices.Sort(streams)
 	streams = slices.Compact(streams)
 
-	type sender interface {
-		SendBatch(context.Context, *pgx.Batch) pgx.BatchResults
-	}
-	var conn sender = tx
-	if tx == nil {
-		c, err := e.db.pool.Acquire(ctx)
-		if err != nil {
-			if e.db.closed.Load() {
-				return nil, false, e.db.errClosed("append")
-			}
-			return nil, false, err
-		}
-		healthy := false
-		defer func() {
-			if !healthy {
-				// The transaction may still be open (or the connection broken):
-				// end it, and drop the connection if even that fails.
-				rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				if _, rerr := c.Exec(rctx, "rollback"); rerr != nil {
-					_ = c.Conn().Close(rctx)
-				}
-				cancel()
-			}
-			c.Release()
-		}()
-		defer func() { healthy = err == nil }()
-		conn = c.Conn()
-	}
-
-	// Round trip 1: read (or lock) the streams, find the IDs already stored,
-	// take the transaction id and blocks of sequence numbers.
-	rows := make(map[string]*streamRow, len(streams))
-	stored := make(map[string]storedEvent)
-	var xid int64
-	blocks := make([]int64, 0, total/seqBlock+1)
+	st := &batchState{rows: make(map[string]*streamRow, len(streams)), stored: make(map[string]storedEvent)}
+	var blocks []int64
 	b := &pgx.Batch{}
-	if tx == nil {
+	if own {
 		b.Queue("begin")
 		if e.hooks.serialize {
 			b.Queue("SELECT pg_advisory_xact_lock(hashtext($1))", q.channel)
@@ -300,44 +343,17 @@ func (e *EventStore) execute(ctx context.Context, tx pgx.Tx, reqs []*appendReq, 
 	// id = ANY($1), a hash join for the stream update) would stay after they
 	// grow, costing a scan of the table per commit. The setting is put back
 	// before the insert.
-	var planMode string
-	b.Queue(q.customPlans).QueryRow(func(row pgx.Row) error { return row.Scan(&planMode, nil) })
+	b.Queue(q.customPlans).QueryRow(func(row pgx.Row) error { return row.Scan(&st.planMode, nil) })
 	readStreams := q.readStreams
 	if lock {
 		readStreams = q.lockStreams
 	}
-	b.Queue(readStreams, streams).Query(func(rs pgx.Rows) error {
-		for rs.Next() {
-			var name string
-			var r streamRow
-			var version, deleted int64
-			if err := rs.Scan(&name, &version, &deleted, &r.tombstoned, &r.major); err != nil {
-				return err
-			}
-			r.version, r.deleted = uint64(version), uint64(deleted)
-			r.oldVersion, r.oldDeleted, r.stored = version, deleted, true
-			rows[name] = &r
-		}
-		return rs.Err()
-	})
-	b.Queue(q.storedIDs, ids).Query(func(rs pgx.Rows) error {
-		for rs.Next() {
-			var id string
-			var s storedEvent
-			var version, major, seq int64
-			if err := rs.Scan(&id, &s.stream, &version, &s.typ, &s.data, &major, &seq); err != nil {
-				return err
-			}
-			s.version = uint64(version)
-			s.pos = recado.NewPosition(uint64(major), uint64(seq))
-			stored[id] = s
-		}
-		return rs.Err()
-	})
+	b.Queue(readStreams, streams).Query(func(rs pgx.Rows) error { return scanStreamRows(rs, st.rows) })
+	b.Queue(q.storedIDs, ids).Query(func(rs pgx.Rows) error { return scanStored(rs, st.stored) })
 	b.Queue(q.xidAndSeqs, (total+seqBlock-1)/seqBlock).Query(func(rs pgx.Rows) error {
 		for rs.Next() {
 			var block int64
-			if err := rs.Scan(&xid, &block); err != nil {
+			if err := rs.Scan(&st.xid, &block); err != nil {
 				return err
 			}
 			blocks = append(blocks, block)
@@ -345,95 +361,99 @@ func (e *EventStore) execute(ctx context.Context, tx pgx.Tx, reqs []*appendReq, 
 		return rs.Err()
 	})
 	if err := conn.SendBatch(ctx, b).Close(); err != nil {
-		return nil, false, err
+		return nil, err
 	}
-	if lock && len(rows) != len(streams) {
-		return nil, false, fmt.Errorf("postgres: append: locked %d of %d streams", len(rows), len(streams))
+	if lock && len(st.rows) != len(streams) {
+		return nil, fmt.Errorf("postgres: append: locked %d of %d streams", len(st.rows), len(streams))
 	}
 	slices.Sort(blocks)
-	seqs := make([]int64, 0, total)
+	st.seqs = make([]int64, 0, total)
 	for _, first := range blocks {
-		for i := range min(seqBlock, total-len(seqs)) {
-			seqs = append(seqs, first+int64(i))
+		for i := range min(seqBlock, total-len(st.seqs)) {
+			st.seqs = append(st.seqs, first+int64(i))
 		}
 	}
 	for _, s := range streams {
-		if rows[s] == nil {
-			rows[s] = &streamRow{}
+		if st.rows[s] == nil {
+			st.rows[s] = &streamRow{}
 		}
 	}
+	return st, nil
+}
 
-	if h := e.hooks.beforeWrite; h != nil && tx == nil {
-		h(conn.(*pgx.Conn).PgConn().PID())
+func scanStreamRows(rs pgx.Rows, rows map[string]*streamRow) error {
+	for rs.Next() {
+		var name string
+		var r streamRow
+		var version, deleted int64
+		if err := rs.Scan(&name, &version, &deleted, &r.tombstoned, &r.major); err != nil {
+			return err
+		}
+		r.version, r.deleted = uint64(version), uint64(deleted)
+		r.oldVersion, r.oldDeleted, r.stored = version, deleted, true
+		rows[name] = &r
 	}
-	buf.reset()
-	out = e.decide(reqs, rows, stored, xid, seqs, buf)
+	return rs.Err()
+}
 
-	// Round trip 2: write what passed, and commit.
-	b = &pgx.Batch{}
+func scanStored(rs pgx.Rows, stored map[string]storedEvent) error {
+	for rs.Next() {
+		var id string
+		var s storedEvent
+		var version, major, seq int64
+		if err := rs.Scan(&id, &s.stream, &version, &s.typ, &s.data, &major, &seq); err != nil {
+			return err
+		}
+		s.version = uint64(version)
+		s.pos = recado.NewPosition(uint64(major), uint64(seq))
+		stored[id] = s
+	}
+	return rs.Err()
+}
+
+// write is the second round trip: it writes the events buf holds and the
+// stream rows they change, and commits (if own), pipelined. sent reports that
+// a commit was sent, so that the outcome of a failure is unknown.
+func (e *EventStore) write(ctx context.Context, conn sender, own bool, st *batchState, buf *batchBuf, lock bool) (sent bool, err error) {
+	q := &e.db.q
+	b := &pgx.Batch{}
 	if len(buf.ids) > 0 {
-		for i, end := range buf.metaEnds {
-			start := 0
-			if i > 0 {
-				start = buf.metaEnds[i-1]
-			}
-			m := buf.metaBuf[start:end:end]
-			if m == nil {
-				m = []byte{} // empty metadata is zero bytes, not NULL
-			}
-			buf.meta = append(buf.meta, m)
-		}
+		buf.sliceMeta()
 		if lock {
 			b.Queue(q.updateStream, buf.uStreams, buf.uVersions, buf.uMajor)
 		} else {
-			e.queueCAS(b, rows, buf)
+			e.queueCAS(b, st.rows, buf)
 		}
 		// The insert scans no table: its generic plan is as good, and planning
 		// a hundred-row insert for its arguments costs more than it saves.
-		b.Queue(q.restorePlans, planMode)
+		b.Queue(q.restorePlans, st.planMode)
 		b.Queue(q.insertEvents, buf.majors, buf.seqs, buf.ids, buf.streams, buf.versions, buf.types, buf.data, buf.meta, buf.times)
-		if tx != nil {
-			b.Queue(q.notify, q.channel)
+		if !own {
+			b.Queue(q.notify, q.channel) // delivered when the caller commits
 		}
-	} else if tx != nil {
-		b.Queue(q.restorePlans, planMode)
+	} else if !own {
+		b.Queue(q.restorePlans, st.planMode)
 	}
-	if tx == nil && len(buf.ids) == 0 {
+	switch {
+	case own && len(buf.ids) == 0:
 		b.Queue("rollback") // nothing passed: leave no new stream rows behind
-		return out, false, conn.SendBatch(ctx, b).Close()
-	}
-	if tx == nil {
+		return false, conn.SendBatch(ctx, b).Close()
+	case own:
 		b.Queue("commit")
 		// After the commit, in a transaction of its own: a NOTIFY inside the
 		// transaction would take PostgreSQL's global notify lock across the
 		// commit's WAL flush, serializing every notifying commit.
 		b.Queue(q.notify, q.channel)
 	}
-	if b.Len() == 0 {
-		return out, false, nil
-	}
 	if err := conn.SendBatch(context.WithoutCancel(ctx), b).Close(); err != nil {
-		return nil, tx == nil && connLost(err), err
+		return own && connLost(err), err
 	}
-	if h := e.hooks.afterCommit; h != nil && tx == nil {
+	if h := e.hooks.afterCommit; h != nil && own {
 		if err := h(); err != nil {
-			return nil, true, err
+			return true, err
 		}
 	}
-	return out, tx == nil, nil
-}
-
-// testHooks let the package's tests break a group commit at chosen points.
-type testHooks struct {
-	// beforeWrite runs between the two round trips, with the backend pid.
-	beforeWrite func(pid uint32)
-	// afterCommit runs after a commit succeeded; an error makes the writer
-	// believe the reply was lost.
-	afterCommit func() error
-	// serialize makes every group commit take one transaction-scoped advisory
-	// lock first: the other known gap-safe design (commits serialized across
-	// processes), kept to compare the two by measurement.
-	serialize bool
+	return own, nil
 }
 
 // queueCAS queues the updates of the stream rows read without locks: new rows
@@ -593,4 +613,17 @@ func clampInt64(v uint64) int64 {
 		return math.MaxInt64
 	}
 	return int64(v)
+}
+
+// testHooks let the package's tests break a group commit at chosen points.
+type testHooks struct {
+	// beforeWrite runs between the two round trips, with the backend pid.
+	beforeWrite func(pid uint32)
+	// afterCommit runs after a commit succeeded; an error makes the writer
+	// believe the reply was lost.
+	afterCommit func() error
+	// serialize makes every group commit take one transaction-scoped advisory
+	// lock first: the other known gap-safe design (commits serialized across
+	// processes), kept to compare the two by measurement.
+	serialize bool
 }
