@@ -47,7 +47,9 @@ type Store interface {
 	// it; [FromVersion] does not apply. Every committed event is read exactly once
 	// in a forward read, in an order that keeps each stream's order: a reader that
 	// remembers the last position it saw and reads after it again never skips an
-	// event, whatever writers are doing.
+	// event, whatever writers are doing. To keep both promises a backend may
+	// make a read wait while an older transaction that could still commit
+	// before the newest events is open (PostgreSQL does); ctx bounds the wait.
 	ReadAll(ctx context.Context, after recado.Position, opts ...ReadOption) iter.Seq2[recado.Event, error]
 }
 
