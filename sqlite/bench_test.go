@@ -15,7 +15,7 @@ import (
 	"github.com/recado-dev/recado/eventstore/eventstoretest"
 )
 
-// The figures of docs/benchmarks-sqlite.md: the shared store benchmarks with
+// The figures of docs/benchmarks.md (SQLite): the shared store benchmarks with
 // the durable default, and the ceilings they are measured against (the same
 // rows through the driver alone, and the disk's flush rate). See that file for
 // the command.

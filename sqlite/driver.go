@@ -15,7 +15,7 @@ import (
 // driverName is the database/sql driver of the writer connection, which the
 // unit of work ([Tx]) exposes to users' own tables. The hot statements (reads,
 // group commit) run on the same library's direct API below database/sql.
-// docs/benchmarks-sqlite.md says why this driver.
+// docs/benchmarks.md (SQLite) says why this driver.
 const driverName = "sqlite3"
 
 // dsn returns the URI that opens path with the given pragmas. Both the
