@@ -187,32 +187,42 @@ func (s *Store) ReadStream(ctx context.Context, name string, opts ...eventstore.
 		}
 		// next is the next version to read; it moves towards the end the read goes.
 		var next uint64
-		left := o.Limit
-		buf := make([]recado.Event, 0, min(readChunk, max(o.Limit, 16)))
-		for started := false; ; started = true {
-			if err := ctx.Err(); err != nil {
-				yield(recado.Event{}, err)
+		readChunks(ctx, o.Limit, yield, func(started bool, left int, buf []recado.Event) ([]recado.Event, error) {
+			return s.streamChunk(name, &next, started, o, left, buf)
+		})
+	}
+}
+
+// readChunks runs a read: it takes chunks of events from chunk (which copies
+// them under the lock), detaches them from the store and yields them, until
+// a chunk comes back empty, limit events (0: no limit) were yielded, ctx ends
+// or the caller stops.
+func readChunks(ctx context.Context, limit int, yield func(recado.Event, error) bool,
+	chunk func(started bool, left int, buf []recado.Event) ([]recado.Event, error)) {
+	left := limit
+	buf := make([]recado.Event, 0, min(readChunk, max(limit, 16)))
+	for started := false; ; started = true {
+		if err := ctx.Err(); err != nil {
+			yield(recado.Event{}, err)
+			return
+		}
+		var err error
+		if buf, err = chunk(started, left, buf[:0]); err != nil {
+			yield(recado.Event{}, err)
+			return
+		}
+		detach(buf)
+		if len(buf) == 0 {
+			return
+		}
+		for _, e := range buf {
+			if !yield(e, nil) {
 				return
 			}
-			var err error
-			buf, err = s.streamChunk(name, &next, started, o, left, buf[:0])
-			if err != nil {
-				yield(recado.Event{}, err)
+		}
+		if limit > 0 {
+			if left -= len(buf); left == 0 {
 				return
-			}
-			detach(buf)
-			if len(buf) == 0 {
-				return
-			}
-			for _, e := range buf {
-				if !yield(e, nil) {
-					return
-				}
-			}
-			if o.Limit > 0 {
-				if left -= len(buf); left == 0 {
-					return
-				}
 			}
 		}
 	}
@@ -270,34 +280,9 @@ func (s *Store) ReadAll(ctx context.Context, after recado.Position, opts ...even
 			return
 		}
 		var next int // the log index of the next event to read, set by the first chunk
-		left := o.Limit
-		buf := make([]recado.Event, 0, min(readChunk, max(o.Limit, 16)))
-		for started := false; ; started = true {
-			if err := ctx.Err(); err != nil {
-				yield(recado.Event{}, err)
-				return
-			}
-			var err error
-			buf, err = s.logChunk(&next, started, after, o, left, buf[:0])
-			if err != nil {
-				yield(recado.Event{}, err)
-				return
-			}
-			detach(buf)
-			if len(buf) == 0 {
-				return
-			}
-			for _, e := range buf {
-				if !yield(e, nil) {
-					return
-				}
-			}
-			if o.Limit > 0 {
-				if left -= len(buf); left == 0 {
-					return
-				}
-			}
-		}
+		readChunks(ctx, o.Limit, yield, func(started bool, left int, buf []recado.Event) ([]recado.Event, error) {
+			return s.logChunk(&next, started, after, o, left, buf)
+		})
 	}
 }
 
