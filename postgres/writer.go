@@ -138,11 +138,17 @@ func (w *writer) commit(reqs []*appendReq, buf *batchBuf) {
 				r.inFlight = true
 			}
 		}
+		if errors.Is(err, errNeedIDs) {
+			continue // at once, looking up every ID
+		}
 		if connLost(err) {
 			lost++
 		}
 		if lost == maxCommitAttempts || attempt == maxContendedAttempts || !retryable(err) || w.e.db.closed.Load() {
 			break
+		}
+		if idTaken(err) && attempt == 1 {
+			continue // a later event's ID is stored: at once, looking up every ID
 		}
 		w.e.db.log.Warn("postgres: group commit failed, retrying", "schema", w.e.db.opts.Schema,
 			"appends", len(reqs), "attempt", attempt, "err", err)
@@ -162,6 +168,18 @@ func (w *writer) commit(reqs []*appendReq, buf *batchBuf) {
 			r.done <- appendOutcome{err: fmt.Errorf("postgres: append to %q: %w", r.stream, err)}
 		}
 	}
+}
+
+// errNeedIDs ends a first attempt that found an append's first event ID
+// stored: whether the append is a retry is decided event by event, so the
+// group is run again with every ID looked up.
+var errNeedIDs = errors.New("postgres: group commit: an append may be a retry; looking up all its IDs")
+
+// idTaken reports whether err is the unique index on event IDs refusing an
+// insert.
+func idTaken(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "events_id_key"
 }
 
 // retryable reports whether a failed group commit may succeed if run again.
@@ -268,9 +286,22 @@ func (e *EventStore) execute(ctx context.Context, tx pgx.Tx, reqs []*appendReq, 
 		defer func() { release(c, err == nil) }()
 		conn = c.Conn()
 	}
-	st, err := e.readState(ctx, conn, tx == nil, reqs, lock)
+	// The first attempt of a group commit looks up only each append's first
+	// event ID: enough to recognise a retry of a one-event append, and a later
+	// event whose ID is stored fails the insert on the unique index. Every
+	// other attempt, and every append in a caller's unit of work (which must
+	// not be aborted), looks up all of them.
+	allIDs := lock
+	st, err := e.readState(ctx, conn, tx == nil, reqs, lock, allIDs)
 	if err != nil {
 		return nil, false, err
+	}
+	if !allIDs {
+		for _, r := range reqs {
+			if _, ok := st.stored[r.events[0].ID]; ok && len(r.events) > 1 {
+				return nil, false, errNeedIDs // a retry to check event by event
+			}
+		}
 	}
 	if h := e.hooks.beforeWrite; h != nil && tx == nil {
 		h(conn.(*pgx.Conn).PgConn().PID())
@@ -313,16 +344,21 @@ type batchState struct {
 }
 
 // readState is the first round trip: it begins the transaction (if own),
-// reads (or locks) the streams' rows, finds the IDs already stored, and takes
+// reads (or locks) the streams' rows, finds which of the appends' IDs (all,
+// or each append's first) are already stored, and takes
 // the transaction id and blocks of sequence numbers, pipelined.
-func (e *EventStore) readState(ctx context.Context, conn sender, own bool, reqs []*appendReq, lock bool) (*batchState, error) {
+func (e *EventStore) readState(ctx context.Context, conn sender, own bool, reqs []*appendReq, lock, allIDs bool) (*batchState, error) {
 	q := &e.db.q
 	var streams, ids []string
 	total := 0
 	for _, r := range reqs {
 		streams = append(streams, r.stream)
-		for i := range r.events {
-			ids = append(ids, r.events[i].ID)
+		if allIDs {
+			for i := range r.events {
+				ids = append(ids, r.events[i].ID)
+			}
+		} else {
+			ids = append(ids, r.events[0].ID)
 		}
 		total += len(r.events)
 	}
