@@ -254,20 +254,7 @@ func testReadStreamOptions(t *testing.T, newStore Factory) {
 		mustAppend(t, s, "s", []recado.Event{e})
 		written = append(written, e)
 	}
-	span := func(from, to int) []uint64 { // versions from..to, either way
-		var v []uint64
-		for i := from; ; {
-			v = append(v, uint64(i))
-			if i == to {
-				return v
-			}
-			if from < to {
-				i++
-			} else {
-				i--
-			}
-		}
-	}
+	span := span[uint64] // versions from..to, either way
 	cases := []struct {
 		name string
 		opts []eventstore.ReadOption
@@ -330,20 +317,7 @@ func testReadAllOptions(t *testing.T, newStore Factory) {
 		written = append(written, e)
 	}
 	pos := func(i int) recado.Position { return written[i].Position }
-	span := func(from, to int) []int {
-		var v []int
-		for i := from; ; {
-			v = append(v, i)
-			if i == to {
-				return v
-			}
-			if from < to {
-				i++
-			} else {
-				i--
-			}
-		}
-	}
+	span := span[int] // log indexes from..to, either way
 	cases := []struct {
 		name  string
 		after recado.Position
@@ -388,6 +362,22 @@ func testReadAllEmpty(t *testing.T, newStore Factory) {
 	for _, opts := range [][]eventstore.ReadOption{nil, {eventstore.Backwards()}} {
 		if got := mustReadAll(t, s, recado.Position{}, opts...); len(got) != 0 {
 			t.Errorf("ReadAll of an empty store read %d events", len(got))
+		}
+	}
+}
+
+// span returns the numbers from..to, counting up or down.
+func span[N uint64 | int](from, to N) []N {
+	var v []N
+	for i := from; ; {
+		v = append(v, i)
+		if i == to {
+			return v
+		}
+		if from < to {
+			i++
+		} else {
+			i--
 		}
 	}
 }
