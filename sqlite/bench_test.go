@@ -68,11 +68,7 @@ func rawConnFor(tb testing.TB, path string) *sqlite3.Conn {
 // database/sql.
 func rawDB(tb testing.TB, path string) *sql.DB {
 	tb.Helper()
-	db, err := sql.Open(driverName, dsn(path, "busy_timeout(5000)", "journal_mode(WAL)", "synchronous(FULL)"))
-	if err != nil {
-		tb.Fatal(err)
-	}
-	db.SetMaxOpenConns(1)
+	db := openSQL(dsn(path, "busy_timeout(5000)", "journal_mode(WAL)", "synchronous(FULL)"))
 	tb.Cleanup(func() { db.Close() })
 	conn, err := db.Conn(context.Background())
 	if err != nil {

@@ -181,14 +181,8 @@ func Open(path string, opts Options) (*DB, error) {
 func (db *DB) open() error {
 	ctx := context.Background()
 	busy := pragma("busy_timeout", db.opts.BusyTimeout.Milliseconds())
+	db.write = openSQL(dsn(db.path, busy, pragma("synchronous", db.opts.Durability.synchronous())))
 	var err error
-	db.write, err = sql.Open(driverName, dsn(db.path, busy, pragma("synchronous", db.opts.Durability.synchronous())))
-	if err != nil {
-		return fmt.Errorf("sqlite: open %s: %w", db.path, err)
-	}
-	db.write.SetMaxOpenConns(1)
-	db.write.SetMaxIdleConns(1)
-	db.write.SetConnMaxLifetime(0)
 	if db.conn, err = db.write.Conn(ctx); err != nil {
 		return fmt.Errorf("sqlite: open %s: %w", db.path, err)
 	}
