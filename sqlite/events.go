@@ -79,8 +79,11 @@ func (s *EventStore) deleteStream(ctx context.Context, stream string, tombstone 
 	}
 	if o.Tx != nil {
 		tx, ok := o.Tx.(*Tx)
-		if !ok || tx == nil || tx.db != s.db || tx.done {
-			return fmt.Errorf("%w: delete %q: unit of work %T is not a live *sqlite.Tx of this DB", eventstore.ErrInvalid, stream, o.Tx)
+		switch {
+		case !ok || tx == nil || tx.db != s.db:
+			return fmt.Errorf("%w: delete %q: unit of work %T is not a *sqlite.Tx of this DB", eventstore.ErrInvalid, stream, o.Tx)
+		case tx.done:
+			return fmt.Errorf("%w: delete %q: %w", eventstore.ErrInvalid, stream, ErrTxDone)
 		}
 		return s.db.deleteIn(ctx, stream, tombstone, o.Expected)
 	}

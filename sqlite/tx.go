@@ -11,8 +11,10 @@ import (
 	"github.com/recado-dev/recado/eventstore"
 )
 
-// errTxDone is returned by a Tx used after its function returned.
-var errTxDone = errors.New("sqlite: unit of work already finished")
+// ErrTxDone is returned by every method of a [Tx] used after the function
+// given to [DB.Tx] returned, and by stores given such a Tx. It wraps
+// [sql.ErrTxDone], as *sql.Tx's error does.
+var ErrTxDone = fmt.Errorf("sqlite: unit of work already finished: %w", sql.ErrTxDone)
 
 // Tx is a unit of work: one write transaction on the DB's writer connection.
 // Pass it to the stores of this DB (eventstore.InTx(tx)) and use it for your
@@ -32,7 +34,7 @@ type Tx struct {
 // ExecContext runs a statement that returns no rows inside the transaction.
 func (tx *Tx) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
 	if tx.done {
-		return nil, errTxDone
+		return nil, ErrTxDone
 	}
 	return tx.db.conn.ExecContext(ctx, query, args...)
 }
@@ -41,7 +43,7 @@ func (tx *Tx) ExecContext(ctx context.Context, query string, args ...any) (sql.R
 // function given to [DB.Tx] returns.
 func (tx *Tx) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
 	if tx.done {
-		return nil, errTxDone
+		return nil, ErrTxDone
 	}
 	return tx.db.conn.QueryContext(ctx, query, args...)
 }
@@ -50,11 +52,7 @@ func (tx *Tx) QueryContext(ctx context.Context, query string, args ...any) (*sql
 // transaction.
 func (tx *Tx) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
 	if tx.done {
-		// A *sql.Row can only carry an error through a query: run none, on a
-		// context that has already ended with the reason.
-		ended, cancel := context.WithCancelCause(ctx)
-		cancel(errTxDone)
-		return tx.db.write.QueryRowContext(ended, "SELECT 1")
+		return errRow(ErrTxDone)
 	}
 	return tx.db.conn.QueryRowContext(ctx, query, args...)
 }
@@ -120,7 +118,7 @@ func (db *DB) appendInTx(ctx context.Context, unit any, stream string, events []
 	case tx == nil || tx.db != db:
 		return zero, fmt.Errorf("%w: append to %q: unit of work of another sqlite.DB", eventstore.ErrInvalid, stream)
 	case tx.done:
-		return zero, fmt.Errorf("%w: append to %q: %w", eventstore.ErrInvalid, stream, errTxDone)
+		return zero, fmt.Errorf("%w: append to %q: %w", eventstore.ErrInvalid, stream, ErrTxDone)
 	}
 	if err := ctx.Err(); err != nil {
 		return zero, err

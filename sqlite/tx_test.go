@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"path/filepath"
 	"testing"
@@ -220,12 +221,50 @@ func TestInTxRejectsForeignUnits(t *testing.T) {
 			}
 		})
 	}
-	if _, err := ownDone.ExecContext(ctx, "SELECT 1"); !errors.Is(err, errTxDone) {
-		t.Errorf("Exec on a finished Tx = %v, want errTxDone", err)
+}
+
+// TestFinishedTx: every method of a Tx whose function has returned, and every
+// store call given it, fails with ErrTxDone, which wraps sql.ErrTxDone; also
+// after the DB has closed.
+func TestFinishedTx(t *testing.T) {
+	db, err := Open(filepath.Join(t.TempDir(), "x.db"), Options{})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if err := ownDone.QueryRowContext(ctx, "SELECT 1").Scan(new(int)); err == nil {
-		t.Errorf("QueryRow on a finished Tx succeeded")
+	ctx := t.Context()
+	var done *Tx
+	if err := db.Tx(ctx, func(tx *Tx) error { done = tx; return nil }); err != nil {
+		t.Fatal(err)
 	}
+	calls := []struct {
+		name string
+		call func() error
+	}{
+		{"ExecContext", func() error { _, err := done.ExecContext(ctx, "SELECT 1"); return err }},
+		{"QueryContext", func() error { _, err := done.QueryContext(ctx, "SELECT 1"); return err }},
+		{"QueryRowContext", func() error { return done.QueryRowContext(ctx, "SELECT 1").Scan(new(int)) }},
+		{"QueryRowContext.Err", func() error { return done.QueryRowContext(ctx, "SELECT 1").Err() }},
+		{"Append", func() error {
+			_, err := db.Events().Append(ctx, "s", events("e", 1), eventstore.InTx(done))
+			return err
+		}},
+		{"Delete", func() error { return db.Events().Delete(ctx, "s", eventstore.InTx(done)) }},
+		{"Tombstone", func() error { return db.Events().Tombstone(ctx, "s", eventstore.InTx(done)) }},
+	}
+	check := func(t *testing.T) {
+		for _, c := range calls {
+			err := c.call()
+			if !errors.Is(err, ErrTxDone) || !errors.Is(err, sql.ErrTxDone) {
+				t.Errorf("%s on a finished Tx = %v, want ErrTxDone wrapping sql.ErrTxDone", c.name, err)
+			}
+		}
+	}
+	t.Run("open", check)
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	calls = calls[:4] // the stores report ErrClosed first
+	t.Run("closed", check)
 }
 
 func TestTxWaitsForContext(t *testing.T) {
