@@ -85,9 +85,11 @@ func (s *EventStore) deleteStream(ctx context.Context, stream string, tombstone 
 		case tx.done:
 			return fmt.Errorf("%w: delete %q: %w", eventstore.ErrInvalid, stream, ErrTxDone)
 		}
-		return s.db.deleteIn(ctx, stream, tombstone, o.Expected)
+		return tx.run(func() error { return s.db.deleteIn(ctx, stream, tombstone, o.Expected) })
 	}
-	return s.db.tx(ctx, func(*Tx) error { return s.db.deleteIn(ctx, stream, tombstone, o.Expected) })
+	return s.db.tx(ctx, func(tx *Tx) error {
+		return tx.run(func() error { return s.db.deleteIn(ctx, stream, tombstone, o.Expected) })
+	})
 }
 
 // deleteIn deletes stream inside the open write transaction.

@@ -71,12 +71,22 @@ var (
 	_ driver.ExecerContext      = (*sqlConn)(nil)
 )
 
-// rawConn returns the library's connection under a database/sql connection
-// opened by openSQL.
-func rawConn(dc any) (*sqlite3.Conn, error) {
+// asSQLConn returns the connection under a database/sql connection opened by
+// openSQL (the argument of sql.Conn.Raw's function).
+func asSQLConn(dc any) (*sqlConn, error) {
 	c, ok := dc.(*sqlConn)
 	if !ok {
 		return nil, fmt.Errorf("database/sql connection %T is not one of package sqlite", dc)
+	}
+	return c, nil
+}
+
+// rawConn returns the library's connection under a database/sql connection
+// opened by openSQL.
+func rawConn(dc any) (*sqlite3.Conn, error) {
+	c, err := asSQLConn(dc)
+	if err != nil {
+		return nil, err
 	}
 	return c.raw, nil
 }

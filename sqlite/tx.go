@@ -16,6 +16,15 @@ import (
 // [sql.ErrTxDone], as *sql.Tx's error does.
 var ErrTxDone = fmt.Errorf("sqlite: unit of work already finished: %w", sql.ErrTxDone)
 
+// ErrTxAborted is returned, wrapped with the error that caused it, by the call
+// in a unit of work during which SQLite ended the transaction, by every later
+// call in that unit of work, and by [DB.Tx]. Some errors make SQLite roll the
+// whole transaction back by itself: a write interrupted because its context
+// ended, INSERT OR ROLLBACK and RAISE(ROLLBACK), a full disk, I/O errors, no
+// memory. Nothing of the unit of work is stored then; fn may return, and a new
+// unit of work starts afresh.
+var ErrTxAborted = errors.New("sqlite: unit of work aborted: SQLite ended its transaction")
+
 // Tx is a unit of work: one write transaction on the DB's writer connection.
 // Pass it to the stores of this DB (eventstore.InTx(tx)) and use it for your
 // own tables; everything commits together or not at all.
@@ -25,36 +34,103 @@ var ErrTxDone = fmt.Errorf("sqlite: unit of work already finished: %w", sql.ErrT
 // against an interface of ExecContext, QueryContext and QueryRowContext takes
 // it as it is. Do not run BEGIN, COMMIT, ROLLBACK or SAVEPOINT statements
 // through it: [DB.Tx] does that.
+//
+// Once SQLite has ended the transaction under it (see [ErrTxAborted]), every
+// method fails: what would run next would otherwise run outside any
+// transaction and commit statement by statement.
 type Tx struct {
 	db       *DB
 	done     bool
-	appended bool // events were appended: notify subscribers after commit
+	cause    error // why SQLite ended the transaction; nil while it is open
+	appended bool  // events were appended: notify subscribers after commit
 }
 
 // ExecContext runs a statement that returns no rows inside the transaction.
-func (tx *Tx) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	if tx.done {
-		return nil, ErrTxDone
-	}
-	return tx.db.conn.ExecContext(ctx, query, args...)
+func (tx *Tx) ExecContext(ctx context.Context, query string, args ...any) (res sql.Result, err error) {
+	err = tx.run(func() error {
+		res, err = tx.db.conn.ExecContext(ctx, query, args...)
+		return err
+	})
+	return res, err
 }
 
 // QueryContext runs a query inside the transaction. Close the rows before the
 // function given to [DB.Tx] returns.
-func (tx *Tx) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	if tx.done {
-		return nil, ErrTxDone
-	}
-	return tx.db.conn.QueryContext(ctx, query, args...)
+func (tx *Tx) QueryContext(ctx context.Context, query string, args ...any) (rows *sql.Rows, err error) {
+	err = tx.run(func() error {
+		rows, err = tx.db.conn.QueryContext(ctx, query, args...)
+		return err
+	})
+	return rows, err
 }
 
 // QueryRowContext runs a query that returns at most one row inside the
 // transaction.
 func (tx *Tx) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
-	if tx.done {
-		return errRow(ErrTxDone)
+	if err := tx.check(); err != nil {
+		return errRow(err)
 	}
+	// An error that ends the transaction here surfaces in Scan, after this
+	// returns: the next call's check finds it.
 	return tx.db.conn.QueryRowContext(ctx, query, args...)
+}
+
+// run runs f, a call of the unit of work, if the transaction is still open,
+// and then checks whether f's error ended it.
+func (tx *Tx) run(f func() error) error {
+	if err := tx.check(); err != nil {
+		return err
+	}
+	err := f()
+	if err == nil {
+		return nil
+	}
+	if open, _ := tx.db.writerTx(false); open {
+		return err
+	}
+	tx.cause = err
+	return fmt.Errorf("%w: %w", ErrTxAborted, err)
+}
+
+// check returns the error of a call made on a finished unit of work, or on
+// one whose transaction SQLite has ended, found by an earlier call or now:
+// an error may also surface while the caller steps through rows, outside any
+// of the Tx's methods.
+func (tx *Tx) check() error {
+	switch {
+	case tx.done:
+		return ErrTxDone
+	case tx.cause == nil:
+		open, last := tx.db.writerTx(true)
+		if open {
+			return nil
+		}
+		if tx.cause = last; last == nil {
+			tx.cause = errors.New("the transaction was ended by a statement run through the Tx (COMMIT, ROLLBACK or END?)")
+		}
+	}
+	return fmt.Errorf("%w, on an earlier error: %w", ErrTxAborted, tx.cause)
+}
+
+// writerTx reports whether the writer connection is inside a transaction, and
+// the last error a statement run on it through database/sql returned since
+// the last call with reset.
+func (db *DB) writerTx(reset bool) (open bool, last error) {
+	err := db.conn.Raw(func(dc any) error {
+		c, err := asSQLConn(dc)
+		if err != nil {
+			return err
+		}
+		open, last = !c.raw.GetAutocommit(), c.lastErr
+		if reset {
+			c.lastErr = nil
+		}
+		return nil
+	})
+	if err != nil {
+		return false, err
+	}
+	return open, last
 }
 
 // Tx runs fn in one write transaction and commits it if fn returns nil;
@@ -93,6 +169,9 @@ func (db *DB) tx(ctx context.Context, fn func(tx *Tx) error) (err error) {
 	if err := fn(tx); err != nil {
 		return err
 	}
+	if err := tx.check(); err != nil { // fn carried on after SQLite ended the transaction
+		return err
+	}
 	// The commit is ours to finish now fn has succeeded: a caller that gives up
 	// at this point should not leave the outcome half-known (the direct API
 	// runs it on a context that is never cancelled).
@@ -126,22 +205,27 @@ func (db *DB) appendInTx(ctx context.Context, unit any, stream string, events []
 	// The append runs to its end once started (a few statements): interrupting
 	// SQLite inside a write can roll back the caller's whole transaction.
 	var res eventstore.AppendResult
-	err := db.onWriter(func(w *writeStmts) error {
-		if err := w.savepoint.Exec(); err != nil {
-			return fmt.Errorf("sqlite: append to %q: %w", stream, err)
-		}
-		var err error
-		res, err = w.apply(stream, events, expected, time.Now().UnixNano())
-		if se, ok := err.(undoError); ok {
-			err = se.err
-			if rbErr := w.rollbackTo.Exec(); rbErr != nil {
-				err = errors.Join(err, fmt.Errorf("sqlite: roll back failed append to %q: %w", stream, rbErr))
+	err := tx.run(func() error {
+		return db.onWriter(func(w *writeStmts) error {
+			if err := w.savepoint.Exec(); err != nil {
+				return fmt.Errorf("sqlite: append to %q: %w", stream, err)
 			}
-		}
-		if relErr := w.release.Exec(); relErr != nil && err == nil {
-			err = fmt.Errorf("sqlite: append to %q: %w", stream, relErr)
-		}
-		return err
+			var err error
+			res, err = w.apply(stream, events, expected, time.Now().UnixNano())
+			if se, ok := err.(undoError); ok {
+				err = se.err
+				if !w.inTx() { // SQLite rolled everything back: no savepoint left
+					return err
+				}
+				if rbErr := w.rollbackTo.Exec(); rbErr != nil {
+					err = errors.Join(err, fmt.Errorf("sqlite: roll back failed append to %q: %w", stream, rbErr))
+				}
+			}
+			if relErr := w.release.Exec(); relErr != nil && err == nil {
+				err = fmt.Errorf("sqlite: append to %q: %w", stream, relErr)
+			}
+			return err
+		})
 	})
 	if err != nil {
 		return zero, err
