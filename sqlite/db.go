@@ -265,13 +265,15 @@ func (db *DB) closeConns() error {
 
 // Close stops the writer and closes the file. Appends waiting in the queue
 // fail with an error wrapping [eventstore.ErrClosed]; a group commit already
-// under way finishes first, and so does a running [DB.Tx]. Close is safe to
-// call more than once; later calls return nil.
+// under way finishes first, and so does a running [DB.Tx]. Subscriptions
+// waiting for events end at once with ErrClosed. Close is safe to call more
+// than once; later calls return nil.
 func (db *DB) Close() error {
 	first := false
 	db.closeOnce.Do(func() {
 		first = true
 		close(db.closing)
+		db.signal.Notify() // wake idle subscriptions: their next read reports ErrClosed
 		<-db.done
 		db.writeLock <- struct{}{} // wait for a running Tx; never released
 		db.closeErr = db.closeConns()

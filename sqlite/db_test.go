@@ -247,3 +247,40 @@ func readAll(tb testing.TB, s eventstore.Store) []recado.Event {
 	}
 	return out
 }
+
+// TestCloseWakesSubscriptions: Close ends an idle subscription at once with
+// ErrClosed, not at its next poll (an hour away here). The bound only keeps a
+// broken test from hanging; nothing is timed.
+func TestCloseWakesSubscriptions(t *testing.T) {
+	db := openTest(t, Options{PollInterval: time.Hour})
+	if _, err := db.Events().Append(t.Context(), "s", events("e", 1)); err != nil {
+		t.Fatal(err)
+	}
+	caughtUp := make(chan struct{})
+	ended := make(chan error, 1)
+	go func() {
+		var last error
+		for m, err := range db.Events().Subscribe(t.Context(), recado.Position{}) {
+			if err != nil {
+				last = err
+				continue
+			}
+			if m.Kind == eventstore.KindCaughtUp {
+				close(caughtUp)
+			}
+		}
+		ended <- last
+	}()
+	<-caughtUp
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-ended:
+		if !errors.Is(err, eventstore.ErrClosed) {
+			t.Errorf("subscription ended with %v, want ErrClosed", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("subscription still waiting for its next poll after Close")
+	}
+}
