@@ -59,13 +59,16 @@ type Options struct {
 	// events that another process wrote to the file (commits in this process
 	// wake subscribers at once). Default 1s.
 	PollInterval time.Duration
-	// MaxBatch is the most appends one group commit gathers. Default 256.
+	// MaxBatch is the most appends one group commit gathers. Default 256, at
+	// most 65,536 (the queue holds MaxBatch appends).
 	MaxBatch int
 	// BusyTimeout is how long a connection waits for another process's lock on
-	// the file before failing. Default 5s.
+	// the file before failing. Default 5s, at most 24h (SQLite counts it in
+	// milliseconds in 32 bits).
 	BusyTimeout time.Duration
 	// ReadConns is the number of connections that serve reads concurrently.
-	// Default 4.
+	// Default 4, at most 64 (each connection is a SQLite instance with its own
+	// memory and page cache).
 	ReadConns int
 }
 
@@ -74,22 +77,27 @@ const (
 	defaultMaxBatch     = 256
 	defaultBusyTimeout  = 5 * time.Second
 	defaultReadConns    = 4
+
+	maxMaxBatch    = 1 << 16
+	maxBusyTimeout = 24 * time.Hour
+	maxReadConns   = 64
 )
 
-// Validate reports settings that cannot work: negative durations or sizes, an
-// unknown durability.
+// Validate reports settings that cannot work: negative durations or sizes,
+// sizes or a busy timeout above the maxima given on each field, an unknown
+// durability.
 func (o Options) Validate() error {
 	switch {
 	case o.Durability != Durable && o.Durability != SurviveCrash:
 		return fmt.Errorf("sqlite: options: unknown durability %d (want Durable or SurviveCrash)", int(o.Durability))
 	case o.PollInterval < 0:
 		return fmt.Errorf("sqlite: options: negative PollInterval %v", o.PollInterval)
-	case o.MaxBatch < 0:
-		return fmt.Errorf("sqlite: options: negative MaxBatch %d", o.MaxBatch)
-	case o.BusyTimeout < 0:
-		return fmt.Errorf("sqlite: options: negative BusyTimeout %v", o.BusyTimeout)
-	case o.ReadConns < 0:
-		return fmt.Errorf("sqlite: options: negative ReadConns %d", o.ReadConns)
+	case o.MaxBatch < 0 || o.MaxBatch > maxMaxBatch:
+		return fmt.Errorf("sqlite: options: MaxBatch %d out of range (0 for the default, 1 to %d)", o.MaxBatch, maxMaxBatch)
+	case o.BusyTimeout < 0 || o.BusyTimeout > maxBusyTimeout:
+		return fmt.Errorf("sqlite: options: BusyTimeout %v out of range (0 for the default, up to %v)", o.BusyTimeout, maxBusyTimeout)
+	case o.ReadConns < 0 || o.ReadConns > maxReadConns:
+		return fmt.Errorf("sqlite: options: ReadConns %d out of range (0 for the default, 1 to %d)", o.ReadConns, maxReadConns)
 	}
 	return nil
 }

@@ -30,6 +30,15 @@ func TestOptionsValidate(t *testing.T) {
 		{"negative batch", Options{MaxBatch: -1}, false},
 		{"negative busy", Options{BusyTimeout: -1}, false},
 		{"negative read conns", Options{ReadConns: -1}, false},
+		{"largest batch", Options{MaxBatch: maxMaxBatch}, true},
+		{"batch too large", Options{MaxBatch: maxMaxBatch + 1}, false},
+		{"batch far too large", Options{MaxBatch: 1 << 40}, false},
+		{"most read conns", Options{ReadConns: maxReadConns}, true},
+		{"too many read conns", Options{ReadConns: maxReadConns + 1}, false},
+		{"far too many read conns", Options{ReadConns: 1 << 40}, false},
+		{"longest busy timeout", Options{BusyTimeout: maxBusyTimeout}, true},
+		{"busy timeout too long", Options{BusyTimeout: maxBusyTimeout + time.Millisecond}, false},
+		{"busy timeout beyond SQLite's", Options{BusyTimeout: 30 * 24 * time.Hour}, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
