@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -125,7 +126,9 @@ func (o Options) withDefaults() Options {
 // writer connection (shared by group commit and [DB.Tx]), the pool of read
 // connections, and the schema. Open one DB per file per process.
 type DB struct {
-	path string
+	path string // as given to Open, for Path and messages
+	file string // the file opened: path, or a temporary file for ":memory:"
+	temp bool   // file is the temporary file of ":memory:", removed by Close
 	opts Options
 	log  *slog.Logger
 
@@ -151,25 +154,29 @@ type DB struct {
 	events *EventStore
 }
 
+// Memory is the path that opens a private, throwaway database (for tests,
+// say): each Open of it gets a database of its own, which every connection of
+// that DB sees and Close deletes. It lives in a temporary file (in
+// os.TempDir), synced never: SQLite's own in-memory databases are private to
+// one connection, and this build of SQLite has no shared cache to share them.
+const Memory = ":memory:"
+
 // Open opens (creating if needed) the SQLite database at path, brings its
-// schema up to date and starts the writer. The directory must exist.
+// schema up to date and starts the writer. The directory must exist. path is
+// a file path, not a SQLite URI; [Memory] opens a throwaway database.
 func Open(path string, opts Options) (*DB, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
-	if path == "" {
-		return nil, errors.New("sqlite: open: empty path")
-	}
-	if dir := filepath.Dir(path); dir != "" {
-		if fi, err := os.Stat(dir); err != nil {
-			return nil, fmt.Errorf("sqlite: open %s: %w", path, err)
-		} else if !fi.IsDir() {
-			return nil, fmt.Errorf("sqlite: open %s: %s is not a directory", path, dir)
-		}
+	file, temp, err := dbFile(path)
+	if err != nil {
+		return nil, err
 	}
 	opts = opts.withDefaults()
 	db := &DB{
 		path:      path,
+		file:      file,
+		temp:      temp,
 		opts:      opts,
 		log:       opts.Logger,
 		writeLock: make(chan struct{}, 1),
@@ -179,6 +186,7 @@ func Open(path string, opts Options) (*DB, error) {
 	}
 	if err := db.open(); err != nil {
 		db.closeConns()
+		db.removeTemp()
 		return nil, err
 	}
 	db.events = &EventStore{db: db}
@@ -186,10 +194,58 @@ func Open(path string, opts Options) (*DB, error) {
 	return db, nil
 }
 
+// dbFile returns the file to open for path, checking that its directory
+// exists; for [Memory], a new temporary file.
+func dbFile(path string) (file string, temp bool, err error) {
+	switch {
+	case path == "":
+		return "", false, errors.New("sqlite: open: empty path")
+	case path == Memory:
+		f, err := os.CreateTemp("", "recado-memory-*.db")
+		if err != nil {
+			return "", false, fmt.Errorf("sqlite: open %s: %w", path, err)
+		}
+		return f.Name(), true, f.Close()
+	case strings.HasPrefix(path, "file:"):
+		return "", false, fmt.Errorf("sqlite: open %s: a SQLite URI; Open takes a file path (or %q)", path, Memory)
+	}
+	if dir := filepath.Dir(path); dir != "" {
+		if fi, err := os.Stat(dir); err != nil {
+			return "", false, fmt.Errorf("sqlite: open %s: %w", path, err)
+		} else if !fi.IsDir() {
+			return "", false, fmt.Errorf("sqlite: open %s: %s is not a directory", path, dir)
+		}
+	}
+	return path, false, nil
+}
+
+// removeTemp deletes the temporary file of a [Memory] database and its WAL.
+func (db *DB) removeTemp() error {
+	if !db.temp {
+		return nil
+	}
+	var errs []error
+	for _, f := range []string{db.file, db.file + "-wal", db.file + "-shm"} {
+		if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// synchronous is the PRAGMA synchronous of the writer: as Durability says,
+// but never a sync for a [Memory] database, which Close deletes anyway.
+func (db *DB) synchronous() string {
+	if db.temp {
+		return "OFF"
+	}
+	return db.opts.Durability.synchronous()
+}
+
 func (db *DB) open() error {
 	ctx := context.Background()
 	busy := pragma("busy_timeout", db.opts.BusyTimeout.Milliseconds())
-	db.write = openSQL(dsn(db.path, busy, pragma("synchronous", db.opts.Durability.synchronous())))
+	db.write = openSQL(dsn(db.file, busy, pragma("synchronous", db.synchronous())))
 	var err error
 	if db.conn, err = db.write.Conn(ctx); err != nil {
 		return fmt.Errorf("sqlite: open %s: %w", db.path, err)
@@ -217,7 +273,7 @@ func (db *DB) open() error {
 	if err != nil {
 		return fmt.Errorf("sqlite: open %s: %w", db.path, err)
 	}
-	db.reads = newReadPool(dsn(db.path, busy, "query_only(1)"), db.opts.ReadConns)
+	db.reads = newReadPool(dsn(db.file, busy, "query_only(1)"), db.opts.ReadConns)
 	return nil
 }
 
@@ -285,6 +341,9 @@ func (db *DB) Close() error {
 		<-db.done
 		db.writeLock <- struct{}{} // wait for a running Tx; never released
 		db.closeErr = db.closeConns()
+		if err := db.removeTemp(); err != nil {
+			db.closeErr = errors.Join(db.closeErr, fmt.Errorf("sqlite: close %s: %w", db.path, err))
+		}
 	})
 	if !first {
 		return nil
@@ -295,7 +354,8 @@ func (db *DB) Close() error {
 // Events returns the event store kept in this file.
 func (db *DB) Events() *EventStore { return db.events }
 
-// Path returns the file's path as given to Open.
+// Path returns the file's path as given to Open ([Memory] for a throwaway
+// database).
 func (db *DB) Path() string { return db.path }
 
 // Stats are counters since Open, for monitoring and tests.

@@ -293,3 +293,68 @@ func TestCloseWakesSubscriptions(t *testing.T) {
 		t.Fatal("subscription still waiting for its next poll after Close")
 	}
 }
+
+// TestOpenMemory: ":memory:" opens a private database that every connection of
+// the DB sees (appends, reads, units of work), separate from any other DB's,
+// and gone after Close. SQLite URIs are refused with a clear error.
+func TestOpenMemory(t *testing.T) {
+	ctx := t.Context()
+	a, err := Open(":memory:", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := Open(":memory:", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if a.Path() != ":memory:" {
+		t.Errorf("Path() = %q, want :memory:", a.Path())
+	}
+	createOrders(t, a)
+	err = a.Tx(ctx, func(tx *Tx) error {
+		if _, err := a.Events().Append(ctx, "order-1", events("placed", 2), eventstore.InTx(tx)); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, "INSERT INTO orders VALUES ('order-1', 42)")
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Events().Append(ctx, "order-2", events("placed", 1)); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(readAll(t, a.Events())); got != 3 {
+		t.Errorf("ReadAll of the in-memory DB: %d events, want 3", got)
+	}
+	if got := len(readStream(t, a.Events(), "order-1")); got != 2 {
+		t.Errorf("ReadStream of the in-memory DB: %d events, want 2", got)
+	}
+	if got := countOrders(t, a); got != 1 {
+		t.Errorf("orders rows on a read connection = %d, want 1", got)
+	}
+	if got := len(readAll(t, b.Events())); got != 0 {
+		t.Errorf("a second in-memory DB holds %d events, want 0 (its own database)", got)
+	}
+	file := a.file
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{file, file + "-wal", file + "-shm"} {
+		if _, err := os.Stat(f); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("after Close, %s: %v, want it removed", f, err)
+		}
+	}
+
+	for _, uri := range []string{"file::memory:", "file:x.db?mode=memory&cache=shared"} {
+		db, err := Open(uri, Options{})
+		if err == nil {
+			db.Close()
+			t.Errorf("Open(%q) succeeded, want an error", uri)
+		} else if !strings.Contains(err.Error(), "URI") {
+			t.Errorf("Open(%q) = %v, want an error that says URIs are not taken", uri, err)
+		}
+	}
+}
