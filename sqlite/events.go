@@ -336,7 +336,8 @@ func deliver(ctx context.Context, p *rawPage, yield func(recado.Event, error) bo
 		var err error
 		if e.Metadata, err = recado.ParseMetadata(p.buf[ends.data:ends.meta]); err != nil {
 			pos, _ := e.Position.Parts()
-			yield(recado.Event{}, fmt.Errorf("sqlite: read event %s at %d: %w", e.ID, pos, err))
+			yield(recado.Event{}, fmt.Errorf("sqlite: read event %s at position %d (version %d of %q): metadata: %w",
+				e.ID, pos, e.Version, e.Stream, err))
 			return false
 		}
 		start = ends.meta

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/recado-dev/recado"
@@ -156,4 +157,79 @@ func TestCloseDuringRead(t *testing.T) {
 	if !errors.Is(last, eventstore.ErrClosed) || got >= 3*pageSize {
 		t.Errorf("read across Close: %d events, last error %v; want fewer than %d and ErrClosed", got, last, 3*pageSize)
 	}
+}
+
+// TestCorruptMetadata: a row whose metadata cannot be decoded (written here
+// with SQL, as a damaged file or a foreign writer might) yields, after the
+// events before it, an error that wraps recado.ErrBadMetadata and names the
+// event's ID, position and stream, from every read and from a subscription.
+func TestCorruptMetadata(t *testing.T) {
+	db := openTest(t, Options{})
+	s := db.Events()
+	ctx := t.Context()
+	es := events("e", 3)
+	if _, err := s.Append(ctx, "order-1", es); err != nil {
+		t.Fatal(err)
+	}
+	bad := es[1]
+	err := db.Tx(ctx, func(tx *Tx) error {
+		_, err := tx.ExecContext(ctx, "UPDATE recado_events SET metadata = ? WHERE id = ?", []byte(`{"correlation":`), bad.ID)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(t *testing.T, read func(yield func(error) bool)) {
+		t.Helper()
+		n := 0
+		var got error
+		read(func(err error) bool {
+			if err != nil {
+				got = err
+				return false
+			}
+			n++
+			return true
+		})
+		if n != 1 {
+			t.Errorf("%d events before the error, want 1", n)
+		}
+		switch {
+		case !errors.Is(got, recado.ErrBadMetadata):
+			t.Errorf("error = %v, want one wrapping recado.ErrBadMetadata", got)
+		case !strings.Contains(got.Error(), bad.ID) || !strings.Contains(got.Error(), "position 2") ||
+			!strings.Contains(got.Error(), `"order-1"`):
+			t.Errorf("error = %q, want it to name event %s, position 2 and stream order-1", got, bad.ID)
+		}
+	}
+	t.Run("ReadAll", func(t *testing.T) {
+		check(t, func(yield func(error) bool) {
+			for _, err := range s.ReadAll(ctx, recado.Position{}) {
+				if !yield(err) {
+					return
+				}
+			}
+		})
+	})
+	t.Run("ReadStream", func(t *testing.T) {
+		check(t, func(yield func(error) bool) {
+			for _, err := range s.ReadStream(ctx, "order-1") {
+				if !yield(err) {
+					return
+				}
+			}
+		})
+	})
+	t.Run("Subscribe", func(t *testing.T) {
+		check(t, func(yield func(error) bool) {
+			for m, err := range s.Subscribe(ctx, recado.Position{}) {
+				if err == nil && m.Kind != eventstore.KindEvent {
+					continue
+				}
+				if !yield(err) {
+					return
+				}
+			}
+		})
+	})
 }
