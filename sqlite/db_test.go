@@ -118,8 +118,8 @@ func TestSchemaVersion(t *testing.T) {
 	err = db.Tx(t.Context(), func(tx *Tx) error {
 		return tx.QueryRowContext(t.Context(), "SELECT version FROM recado_schema WHERE contract = 'events'").Scan(&v)
 	})
-	if err != nil || v != 1 {
-		t.Fatalf("events schema version = %d, %v; want 1", v, err)
+	if err != nil || v != 2 {
+		t.Fatalf("events schema version = %d, %v; want 2", v, err)
 	}
 	// Opening again migrates nothing and keeps the version.
 	if err := db.Close(); err != nil {

@@ -39,9 +39,9 @@ func (s *EventStore) Append(ctx context.Context, stream string, events []recado.
 		return eventstore.AppendResult{}, err
 	}
 	for i := range events {
-		if t := events[i].Time; !t.IsZero() && (t.Year() < 1678 || t.Year() > 2261) {
-			return eventstore.AppendResult{}, fmt.Errorf("%w: append to %q: event %d (%s): time %v is outside the years 1678-2261 that a nanosecond count holds",
-				eventstore.ErrInvalid, stream, i, events[i].ID, t)
+		if t := events[i].Time; !t.IsZero() && (t.UTC().Year() < minYear || t.UTC().Year() > maxYear) {
+			return eventstore.AppendResult{}, fmt.Errorf("%w: append to %q: event %d (%s): time %v is outside the years %d to %d (UTC)",
+				eventstore.ErrInvalid, stream, i, events[i].ID, t, minYear, maxYear)
 		}
 	}
 	if o.Tx != nil {
@@ -446,7 +446,7 @@ func readRows(q *sqlite3.Stmt, p *rawPage, strs *pageStrings) error {
 			Stream:   strs.streams.get(q.ColumnRawText(2)),
 			Version:  uint64(q.ColumnInt64(3)),
 			Type:     strs.types.get(q.ColumnRawText(4)),
-			Time:     unixNano(q.ColumnInt64(7)),
+			Time:     unixMicro(q.ColumnInt64(7)),
 		})
 		var ends rowEnds
 		p.buf = append(p.buf, q.ColumnRawText(1)...)
@@ -491,4 +491,8 @@ func (in *interner) get(b []byte) string {
 	return s
 }
 
-func unixNano(ns int64) time.Time { return time.Unix(0, ns).UTC() }
+// Event times are stored in UTC as Unix microseconds, for the years minYear to
+// maxYear.
+const minYear, maxYear = 1, 9999
+
+func unixMicro(us int64) time.Time { return time.UnixMicro(us).UTC() }

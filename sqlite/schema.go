@@ -22,7 +22,7 @@ type contract struct {
 // version, so stores added later (checkpoints, dead letters, ...) evolve without
 // touching the others.
 func contracts() []contract {
-	return []contract{{name: "events", steps: []string{eventsV1}}}
+	return []contract{{name: "events", steps: []string{eventsV1, eventsV2}}}
 }
 
 // eventsV1 is version 1 of the "events" contract.
@@ -35,7 +35,7 @@ CREATE TABLE recado_events (
 	type     TEXT    NOT NULL,
 	data     BLOB,
 	metadata BLOB,
-	time     INTEGER NOT NULL, -- Unix nanoseconds
+	time     INTEGER NOT NULL, -- Unix nanoseconds; microseconds from version 2
 	UNIQUE (stream, version)
 );
 CREATE TABLE recado_streams (
@@ -44,6 +44,14 @@ CREATE TABLE recado_streams (
 	deleted_through INTEGER NOT NULL DEFAULT 0, -- soft delete: versions up to here are hidden
 	tombstoned      INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
+`
+
+// eventsV2 stores event times in Unix microseconds rather than nanoseconds,
+// which held only the years 1678 to 2261; microseconds hold years 1 to 9999.
+// Existing times are rounded down (toward the past, as time.Truncate does;
+// SQLite's / rounds toward zero).
+const eventsV2 = `
+UPDATE recado_events SET time = time / 1000 - (time < 0 AND time % 1000 != 0);
 `
 
 // migrate creates and upgrades the schema in one write transaction. Two

@@ -211,7 +211,7 @@ func (db *DB) appendInTx(ctx context.Context, unit any, stream string, events []
 				return fmt.Errorf("sqlite: append to %q: %w", stream, err)
 			}
 			var err error
-			res, err = w.apply(stream, events, expected, time.Now().UnixNano())
+			res, err = w.apply(stream, events, expected, time.Now().UnixMicro())
 			if se, ok := err.(undoError); ok {
 				err = se.err
 				if !w.inTx() { // SQLite rolled everything back: no savepoint left

@@ -134,7 +134,7 @@ func (s *writeStmts) apply(stream string, events []recado.Event,
 		e := &events[i]
 		t := now
 		if !e.Time.IsZero() {
-			t = e.Time.UnixNano()
+			t = e.Time.UnixMicro()
 		}
 		if err := s.insertEvent(e, stream, st.version+uint64(i)+1, t); err != nil {
 			if !strings.Contains(err.Error(), "recado_events.id") {
@@ -424,7 +424,7 @@ func (db *DB) drain(waiting []*appendReq) {
 // each. An append that meets a storage error is rolled back alone: the
 // transaction is rolled back and run again without it.
 func (db *DB) commitBatch(batch []*appendReq) {
-	now := time.Now().UnixNano()
+	now := time.Now().UnixMicro()
 	for len(batch) > 0 {
 		failed, err := db.tryBatch(batch, now)
 		if err == nil {
