@@ -38,7 +38,9 @@
 // translated to Go: pure Go). Reads and the group commit's statements use its
 // direct API (prepared statements, bind, step, reset), which allocates
 // nothing per row; [Tx] is database/sql over the same writer connection, so a
-// unit of work looks like any *sql.Tx.
+// unit of work looks like any *sql.Tx. The package registers no database/sql
+// driver (it reaches database/sql through a connector of its own), so an
+// application may import any other SQLite driver beside it.
 //
 // # Unit of work
 //
@@ -47,7 +49,10 @@
 // tables (read models, outbox rows). Everything commits together, or nothing
 // does, and subscribers hear of the events once it commits. An append in a Tx
 // skips group commit: the Tx's commit is the commit. While a Tx runs it holds
-// the writer, so keep it short: never across a network call.
+// the writer, so keep it short: never across a network call. Some errors end
+// the transaction inside SQLite (an interrupted write, disk full, I/O errors):
+// after one, every call of the Tx fails with [ErrTxAborted] and nothing
+// commits.
 //
 // # Durability
 //
@@ -67,5 +72,9 @@
 //
 // The package creates its tables (named recado_*) and records each contract's
 // schema version in recado_schema; Open migrates in one transaction and refuses
-// a file written by a newer recado ([ErrSchemaTooNew]).
+// a file written by a newer recado ([ErrSchemaTooNew]). Event times are kept
+// in UTC to the microsecond, from year 1 to year 9999.
+//
+// [Memory] (":memory:") opens a private database that Close deletes, for
+// tests.
 package sqlite

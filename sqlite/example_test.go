@@ -2,6 +2,7 @@ package sqlite_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -70,4 +71,62 @@ func Example() {
 	// placed at version 1
 	// 1 OrderPlaced {"total":42}
 	// 2 OrderPaid {}
+}
+
+// A throwaway database for a test: private to this DB, deleted by Close.
+func ExampleOpen_memory() {
+	db, err := sqlite.Open(sqlite.Memory, sqlite.Options{})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer db.Close()
+	ctx := context.Background()
+	if _, err := db.Events().Append(ctx, "cart-1", []recado.Event{
+		recado.NewEvent("ItemAdded", []byte(`{"sku":"tea"}`)),
+	}); err != nil {
+		fmt.Println(err)
+		return
+	}
+	for e, err := range db.Events().ReadAll(ctx, recado.Position{}) {
+		if err != nil {
+			fmt.Println(err)
+			return
+		}
+		fmt.Println(e.Stream, e.Version, e.Type)
+	}
+	// Output:
+	// cart-1 1 ItemAdded
+}
+
+// After an error that made SQLite roll the transaction back (here a
+// statement's INSERT OR ROLLBACK; a full disk or an interrupted write do the
+// same), every later call of the unit of work fails and nothing commits.
+func ExampleDB_Tx_aborted() {
+	db, err := sqlite.Open(sqlite.Memory, sqlite.Options{})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer db.Close()
+	ctx := context.Background()
+	err = db.Tx(ctx, func(tx *sqlite.Tx) error {
+		if _, err := tx.ExecContext(ctx, `CREATE TABLE seen (id TEXT PRIMARY KEY)`); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO seen VALUES ('a')`); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `INSERT OR ROLLBACK INTO seen VALUES ('a')`)
+		fmt.Println("duplicate:", errors.Is(err, sqlite.ErrTxAborted))
+		// Carrying on is refused: this would otherwise commit on its own.
+		_, err = tx.ExecContext(ctx, `INSERT INTO seen VALUES ('b')`)
+		fmt.Println("next statement:", errors.Is(err, sqlite.ErrTxAborted))
+		return nil
+	})
+	fmt.Println("Tx:", errors.Is(err, sqlite.ErrTxAborted))
+	// Output:
+	// duplicate: true
+	// next statement: true
+	// Tx: true
 }
