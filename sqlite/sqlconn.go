@@ -116,8 +116,10 @@ func (c *sqlConn) PrepareContext(ctx context.Context, query string) (driver.Stmt
 	if st == nil { // only whitespace or comments
 		return nil, errors.New("sqlite: empty statement")
 	}
-	if more, _, _ := c.raw.Prepare(tail); more != nil { // what follows is more than comments
-		more.Close()
+	if more, _, err := c.raw.Prepare(tail); more != nil || err != nil { // what follows is more than comments
+		if more != nil {
+			more.Close()
+		}
 		st.Close()
 		return nil, fmt.Errorf("sqlite: more than one statement in a query with arguments or rows: %q", tail)
 	}

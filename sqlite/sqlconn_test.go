@@ -101,6 +101,12 @@ CREATE TABLE other (x)`); err != nil {
 		if _, err := tx.QueryContext(ctx, "SELECT ?; SELECT 2", 1); err == nil {
 			t.Error("two statements with arguments accepted")
 		}
+		if _, err := tx.QueryContext(ctx, "SELECT ?; garbage", 1); err == nil {
+			t.Error("a statement with arguments and a broken one after it accepted")
+		}
+		if err := tx.QueryRowContext(ctx, "SELECT ? -- a comment", 3).Scan(&i); err != nil || i != 3 {
+			t.Errorf("a statement with a comment after it: %d, %v; want 3", i, err)
+		}
 		return nil
 	})
 	if err != nil {

@@ -134,8 +134,10 @@ func (db *DB) writerTx(reset bool) (open bool, last error) {
 }
 
 // Tx runs fn in one write transaction and commits it if fn returns nil;
-// otherwise, or if fn panics, it rolls back and returns fn's error. Events
-// appended with eventstore.InTx(tx) are seen by subscribers once it commits.
+// otherwise, or if fn panics, it rolls back and returns fn's error. If SQLite
+// ended the transaction while fn ran, Tx returns [ErrTxAborted] even when fn
+// returns nil, and nothing commits. Events appended with eventstore.InTx(tx)
+// are seen by subscribers once it commits.
 //
 // The transaction holds the file's only writer while fn runs: every append and
 // every other Tx waits for it. Keep fn short: never hold it open across a
