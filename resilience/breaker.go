@@ -1,7 +1,6 @@
 package resilience
 
 import (
-	"context"
 	"errors"
 	"sync/atomic"
 	"time"
@@ -11,44 +10,21 @@ import (
 type State int32
 
 const (
-	Closed   State = iota // calls flow; outcomes are counted
-	Open                  // calls are rejected with an *OpenError
-	HalfOpen              // a few probes flow; the rest are rejected
+	StateClosed   State = iota // calls flow; outcomes are counted
+	StateOpen                  // calls are rejected with an *OpenError
+	StateHalfOpen              // a few probes flow; the rest are rejected
 )
 
 func (s State) String() string {
 	switch s {
-	case Closed:
+	case StateClosed:
 		return "closed"
-	case Open:
+	case StateOpen:
 		return "open"
-	case HalfOpen:
+	case StateHalfOpen:
 		return "half-open"
 	}
 	return "State(?)"
-}
-
-// Outcome is how a breaker counts a finished call.
-type Outcome int8
-
-const (
-	Success Outcome = iota
-	Failure
-	Ignored // neither: the call says nothing about the callee's health
-)
-
-// DefaultOutcome classifies a non-nil error for a breaker: a cancelled
-// context is Ignored (the caller left; the callee did nothing wrong), an
-// error marked NotReady is a Success (the callee answered), anything else,
-// timeouts included, is a Failure.
-func DefaultOutcome(err error) Outcome {
-	switch {
-	case errors.Is(err, context.Canceled):
-		return Ignored
-	case IsNotReady(err):
-		return Success
-	}
-	return Failure
 }
 
 // BreakerConfig configures a Breaker. The zero value is a usable breaker:
@@ -93,9 +69,11 @@ type BreakerConfig struct {
 	// WithRetryAfter) may extend an open period. Default 5 min.
 	MaxRetryAfter time.Duration
 
-	// Classify maps a non-nil error to an Outcome; nil is always a Success.
-	// Default DefaultOutcome.
-	Classify func(error) Outcome
+	// Classify maps a non-nil error to its Class: ClassTransient and
+	// ClassPermanent count as failures, ClassSuccess and ClassNotReady as
+	// successes, ClassIgnored not at all. nil is always a success. Default
+	// Classify.
+	Classify func(error) Class
 	// Clock defaults to the system clock.
 	Clock Clock
 
@@ -133,7 +111,7 @@ func (c *BreakerConfig) setDefaults() {
 		c.MaxRetryAfter = 5 * time.Minute
 	}
 	if c.Classify == nil {
-		c.Classify = DefaultOutcome
+		c.Classify = Classify
 	}
 	c.Clock = clockOr(c.Clock)
 }
@@ -202,7 +180,7 @@ func NewBreaker(cfg BreakerConfig) (*Breaker, error) {
 }
 
 func (b *Breaker) newClosed() *phase {
-	p := &phase{state: Closed}
+	p := &phase{state: StateClosed}
 	if b.cfg.WindowDuration > 0 {
 		p.tw = newTimeWindow(b.cfg.WindowDuration, b.cfg.Clock.Now())
 	} else {
@@ -231,12 +209,12 @@ type Permit struct {
 func (b *Breaker) Allow() (Permit, error) {
 	p := b.phase.Load()
 	switch p.state {
-	case Closed:
+	case StateClosed:
 		if b.cfg.SlowCallDuration > 0 {
 			return Permit{b: b, p: p, start: b.cfg.Clock.Now()}, nil
 		}
 		return Permit{b: b, p: p}, nil
-	case HalfOpen:
+	case StateHalfOpen:
 		for {
 			n := p.admitted.Load()
 			if int(n) >= b.cfg.HalfOpenProbes {
@@ -261,40 +239,40 @@ func (pm Permit) Done(err error) {
 		return
 	}
 	b := pm.b
-	o := Success
+	c := ClassSuccess
 	if err != nil {
-		if o = b.cfg.Classify(err); o == Ignored {
-			if p.state == HalfOpen {
+		if c = b.cfg.Classify(err); c == ClassIgnored {
+			if p.state == StateHalfOpen {
 				p.admitted.Add(-1) // give the probe slot back
 			}
 			return
 		}
 	}
 	var bits uint32
-	if o == Failure {
+	if c == ClassTransient || c == ClassPermanent {
 		bits = bitFailure
 	}
 	if b.cfg.SlowCallDuration > 0 && b.cfg.Clock.Now().Sub(pm.start) >= b.cfg.SlowCallDuration {
 		bits |= bitSlow
 	}
 	switch p.state {
-	case Closed:
-		var c counts
+	case StateClosed:
+		var n counts
 		if p.cw != nil {
 			if !p.cw.record(bits) {
 				return
 			}
-			c = p.cw.counts()
+			n = p.cw.counts()
 		} else {
-			c = p.tw.record(b.cfg.Clock.Now(), bits)
+			n = p.tw.record(b.cfg.Clock.Now(), bits)
 			if bits == 0 {
 				return
 			}
 		}
-		if b.shouldTrip(c) {
+		if b.shouldTrip(n) {
 			b.open(p, err)
 		}
-	case HalfOpen:
+	case StateHalfOpen:
 		if bits != 0 {
 			b.open(p, err)
 		} else if int(p.passed.Add(1)) >= b.cfg.HalfOpenProbes {
@@ -322,11 +300,11 @@ func (b *Breaker) open(from *phase, cause error) {
 		d = min(hint, b.cfg.MaxRetryAfter)
 	}
 	until := b.cfg.Clock.Now().Add(d)
-	next := &phase{state: Open, opens: opens, until: until,
+	next := &phase{state: StateOpen, opens: opens, until: until,
 		reject: &OpenError{Name: b.cfg.Name, Until: until}}
 	if b.transition(from, next) {
 		b.cfg.Clock.AfterFunc(d, func() {
-			b.transition(next, &phase{state: HalfOpen, opens: opens,
+			b.transition(next, &phase{state: StateHalfOpen, opens: opens,
 				reject: &OpenError{Name: b.cfg.Name}})
 		})
 	}

@@ -42,13 +42,13 @@ func TestBreakerTripsOnFailureRate(t *testing.T) {
 		outcomes string // s = success, f = failure, c = cancelled
 		want     State
 	}{
-		{"all successes", "ssssssssss", Closed},
-		{"below min calls", "ffff", Closed},
-		{"min calls reached at rate", "ssfff", Open},
-		{"below rate", "sssssssfff", Closed},
-		{"old successes slid out", "sssssssssssssssssssssfffff", Open},
-		{"cancellations ignored", "ccccccccccssf", Closed},
-		{"rate reached in window", "sssssfffff", Open},
+		{"all successes", "ssssssssss", StateClosed},
+		{"below min calls", "ffff", StateClosed},
+		{"min calls reached at rate", "ssfff", StateOpen},
+		{"below rate", "sssssssfff", StateClosed},
+		{"old successes slid out", "sssssssssssssssssssssfffff", StateOpen},
+		{"cancellations ignored", "ccccccccccssf", StateClosed},
+		{"rate reached in window", "sssssfffff", StateOpen},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -79,11 +79,11 @@ func TestBreakerCancelledContextNotCounted(t *testing.T) {
 			t.Fatal("breaker rejected a call after cancellations only")
 		}
 	}
-	if s := b.Snapshot(); s.Calls != 0 || s.Failures != 0 || s.State != Closed {
+	if s := b.Snapshot(); s.Calls != 0 || s.Failures != 0 || s.State != StateClosed {
 		t.Errorf("snapshot = %+v, want no calls counted and closed", s)
 	}
 	call(b, context.DeadlineExceeded) // a timeout is the callee's fault
-	if got := b.State(); got != Open {
+	if got := b.State(); got != StateOpen {
 		t.Errorf("after a deadline exceeded: state = %v, want open", got)
 	}
 }
@@ -114,7 +114,7 @@ func TestBreakerOpenPeriodGrowsAndResets(t *testing.T) {
 		MinCalls:   1,
 		OpenPeriod: Backoff{Initial: time.Second, Max: 8 * time.Second}.Delay,
 		OnStateChange: func(_ string, from, to State) {
-			if to == Open {
+			if to == StateOpen {
 				opened++
 			}
 		},
@@ -131,7 +131,7 @@ func TestBreakerOpenPeriodGrowsAndResets(t *testing.T) {
 	probe := func(err error) {
 		t.Helper()
 		clock.Advance(openFor())
-		if got := b.State(); got != HalfOpen {
+		if got := b.State(); got != StateHalfOpen {
 			t.Fatalf("after the open period: state = %v, want half-open", got)
 		}
 		if !call(b, err) {
@@ -155,7 +155,7 @@ func TestBreakerOpenPeriodGrowsAndResets(t *testing.T) {
 	}
 
 	probe(nil)
-	if s := b.Snapshot(); s.State != Closed || s.Opens != 0 {
+	if s := b.Snapshot(); s.State != StateClosed || s.Opens != 0 {
 		t.Fatalf("after a good probe: %+v, want closed with 0 opens", s)
 	}
 	call(b, errBoom)
@@ -235,12 +235,12 @@ func TestBreakerHalfOpenAdmitsExactlyNProbes(t *testing.T) {
 			}
 			i := 0
 			for p := range permits {
-				if i++; i < probes && b.State() != HalfOpen {
+				if i++; i < probes && b.State() != StateHalfOpen {
 					t.Fatalf("closed after %d of %d good probes", i-1, probes)
 				}
 				p.Done(nil)
 			}
-			if got := b.State(); got != Closed {
+			if got := b.State(); got != StateClosed {
 				t.Errorf("after %d good probes: state = %v, want closed", probes, got)
 			}
 		})
@@ -262,7 +262,7 @@ func TestBreakerHalfOpenIgnoredProbeFreesItsSlot(t *testing.T) {
 	if !call(b, nil) {
 		t.Fatal("the slot of a cancelled probe was not given back")
 	}
-	if got := b.State(); got != Closed {
+	if got := b.State(); got != StateClosed {
 		t.Errorf("state = %v, want closed", got)
 	}
 }
@@ -273,8 +273,8 @@ func TestBreakerSlowCallsTrip(t *testing.T) {
 		took time.Duration
 		want State
 	}{
-		{"fast", 999 * time.Millisecond, Closed},
-		{"slow", time.Second, Open},
+		{"fast", 999 * time.Millisecond, StateClosed},
+		{"slow", time.Second, StateOpen},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -306,7 +306,7 @@ func TestBreakerSlowProbeReopens(t *testing.T) {
 	}
 	clock.Advance(2 * time.Second)
 	p.Done(nil)
-	if s := b.Snapshot(); s.State != Open || s.Opens != 2 {
+	if s := b.Snapshot(); s.State != StateOpen || s.Opens != 2 {
 		t.Errorf("after a slow probe: %+v, want open for the 2nd time", s)
 	}
 }
@@ -321,13 +321,13 @@ func TestBreakerTimeWindow(t *testing.T) {
 		call(b, nil)
 	}
 	call(b, errBoom)
-	if s := b.Snapshot(); s.State != Closed || s.Calls != 4 || s.Failures != 1 {
+	if s := b.Snapshot(); s.State != StateClosed || s.Calls != 4 || s.Failures != 1 {
 		t.Fatalf("snapshot = %+v, want closed with 4 calls, 1 failure", s)
 	}
 	for range 2 {
 		call(b, errBoom)
 	}
-	if got := b.State(); got != Open {
+	if got := b.State(); got != StateOpen {
 		t.Errorf("3 of 6 failed in the window: state = %v, want open", got)
 	}
 }
@@ -335,7 +335,7 @@ func TestBreakerTimeWindow(t *testing.T) {
 func TestBreakerNotReadyCountsAsSuccess(t *testing.T) {
 	b, _ := newTestBreaker(t, BreakerConfig{MinCalls: 1})
 	call(b, MarkNotReady(errBoom))
-	if s := b.Snapshot(); s.State != Closed || s.Calls != 1 || s.Failures != 0 {
+	if s := b.Snapshot(); s.State != StateClosed || s.Calls != 1 || s.Failures != 0 {
 		t.Errorf("snapshot = %+v, want 1 successful call", s)
 	}
 }

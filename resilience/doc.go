@@ -33,7 +33,7 @@
 // # Retry, timeouts, bulkhead
 //
 // Retry backs off exponentially with full jitter, stops at once on a
-// Permanent error, backs off on Transient and NotReady ones (NotReady: the
+// permanent error, backs off on transient and not-ready ones (not ready: the
 // callee is fine but not ready for this call yet, so a breaker counts it as a
 // success), honours Retry-After hints, never sleeps past the context's
 // deadline, does not retry into an open breaker, and may share a

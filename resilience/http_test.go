@@ -208,7 +208,7 @@ func TestTransportBreakerPerHost(t *testing.T) {
 	for _, s := range tr.Snapshots() {
 		snaps[s.Name] = s.State
 	}
-	if snaps["cart"] != Open || snaps["stock"] != Closed {
+	if snaps["cart"] != StateOpen || snaps["stock"] != StateClosed {
 		t.Errorf("breakers = %v, want cart open, stock closed", snaps)
 	}
 }
@@ -353,7 +353,7 @@ func TestProxyFailsFastWhileOpenAndRecovers(t *testing.T) {
 	if resp.StatusCode != 200 || string(body) != "cart /items" {
 		t.Errorf("after the open period: %d %q, want 200 from the upstream", resp.StatusCode, body)
 	}
-	if s := proxy.Transport().Breaker(target.Host).State(); s != Closed {
+	if s := proxy.Transport().Breaker(target.Host).State(); s != StateClosed {
 		t.Errorf("breaker = %v, want closed after a good probe", s)
 	}
 	http.DefaultTransport.(*http.Transport).CloseIdleConnections()

@@ -42,7 +42,7 @@ func TestAttemptTimeout(t *testing.T) {
 	if !errors.Is(err, ErrTimeout) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("err = %v, want ErrTimeout wrapping context.DeadlineExceeded", err)
 	}
-	if got := b.State(); got != Open {
+	if got := b.State(); got != StateOpen {
 		t.Errorf("breaker state = %v, want open: a timed-out attempt is a failure", got)
 	}
 }

@@ -19,9 +19,9 @@ type RetryConfig struct {
 	// Backoff is the delay schedule. Zero value: Initial 100 ms, Max 10 s,
 	// Multiplier 2, Jitter 1 (full jitter).
 	Backoff Backoff
-	// Classify sorts errors into Permanent (stop), Transient (back off and
-	// retry) and NotReady (back off and retry; a breaker counts it as a
-	// success). Default Classify.
+	// Classify sorts errors into classes: ClassTransient and ClassNotReady
+	// are retried after a back-off; the others stop the retries. Default
+	// Classify.
 	Classify func(error) Class
 	// Budget, if set, caps retries to a ratio of calls (shared by every
 	// Retry that holds it).
@@ -78,7 +78,7 @@ func NewRetry(cfg RetryConfig) (*Retry, error) {
 // pipeline's breaker will admit a probe: a retry that would reach an open
 // breaker gives up now rather than be rejected (or wait) there.
 func (r *Retry) next(ctx context.Context, attempt int, start, notBefore time.Time, err error) (time.Duration, error) {
-	if r.cfg.Classify(err) == Permanent || ctx.Err() != nil || attempt >= r.cfg.MaxAttempts {
+	if c := r.cfg.Classify(err); (c != ClassTransient && c != ClassNotReady) || ctx.Err() != nil || attempt >= r.cfg.MaxAttempts {
 		return 0, err
 	}
 	now := r.cfg.Clock.Now()
