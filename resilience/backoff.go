@@ -26,9 +26,9 @@ func (b Backoff) Validate() error {
 		return errors.New("resilience: Backoff.Initial must be > 0")
 	case b.Max < 0:
 		return errors.New("resilience: Backoff.Max must be >= 0")
-	case b.Multiplier != 0 && b.Multiplier < 1:
-		return errors.New("resilience: Backoff.Multiplier must be >= 1")
-	case b.Jitter < 0 || b.Jitter > 1:
+	case b.Multiplier != 0 && !within(b.Multiplier, 1, math.MaxFloat64):
+		return errors.New("resilience: Backoff.Multiplier must be >= 1 and finite")
+	case !within(b.Jitter, 0, 1):
 		return errors.New("resilience: Backoff.Jitter must be in [0, 1]")
 	}
 	return nil

@@ -128,11 +128,11 @@ func (c BreakerConfig) Validate() error {
 		return errors.New("resilience: BreakerConfig.MinCalls must be >= 0")
 	case c.WindowDuration == 0 && c.WindowSize > 0 && c.MinCalls > c.WindowSize:
 		return errors.New("resilience: BreakerConfig.MinCalls must not exceed WindowSize")
-	case c.FailureRate < 0 || c.FailureRate > 1:
+	case !within(c.FailureRate, 0, 1):
 		return errors.New("resilience: BreakerConfig.FailureRate must be in (0, 1]")
 	case c.SlowCallDuration < 0:
 		return errors.New("resilience: BreakerConfig.SlowCallDuration must be >= 0")
-	case c.SlowCallRate < 0 || c.SlowCallRate > 1:
+	case !within(c.SlowCallRate, 0, 1):
 		return errors.New("resilience: BreakerConfig.SlowCallRate must be in (0, 1]")
 	case c.HalfOpenProbes < 0:
 		return errors.New("resilience: BreakerConfig.HalfOpenProbes must be >= 1")
@@ -141,6 +141,10 @@ func (c BreakerConfig) Validate() error {
 	}
 	return nil
 }
+
+// within reports whether lo <= x <= hi; false for NaN, which every
+// comparison would otherwise let through.
+func within(x, lo, hi float64) bool { return x >= lo && x <= hi }
 
 // Breaker is a circuit breaker. It is safe for concurrent use; its state
 // lives in one atomic pointer to an immutable-per-period record, so the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -460,5 +461,26 @@ func TestCountWindowSlides(t *testing.T) {
 	w.record(bitFailure | bitSlow)
 	if c := w.counts(); c.slow != 1 {
 		t.Errorf("slow = %d, want 1", c.slow)
+	}
+}
+
+func TestConfigsRejectNaN(t *testing.T) {
+	nan := math.NaN()
+	for _, cfg := range []BreakerConfig{{FailureRate: nan}, {SlowCallRate: nan}} {
+		if _, err := NewBreaker(cfg); err == nil {
+			t.Errorf("NewBreaker(%+v) = nil error, want one", cfg)
+		}
+	}
+	for _, b := range []Backoff{{Initial: time.Second, Multiplier: nan}, {Initial: time.Second, Jitter: nan},
+		{Initial: time.Second, Multiplier: math.Inf(1)}} {
+		if err := b.Validate(); err == nil {
+			t.Errorf("%+v.Validate() = nil, want an error", b)
+		}
+		if _, err := NewRetry(RetryConfig{Backoff: b}); err == nil {
+			t.Errorf("NewRetry with Backoff %+v = nil error, want one", b)
+		}
+	}
+	if _, err := NewRetryBudget(nan, 1); err == nil {
+		t.Error("NewRetryBudget(NaN, 1) = nil error, want one")
 	}
 }

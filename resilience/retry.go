@@ -122,7 +122,7 @@ type RetryBudget struct {
 // NewRetryBudget returns a budget allowing about ratio retries per call
 // (0 < ratio <= 1; 0.1 is common) with a reserve of burst retries.
 func NewRetryBudget(ratio float64, burst int) (*RetryBudget, error) {
-	if ratio <= 0 || ratio > 1 {
+	if !within(ratio, 0, 1) || ratio == 0 {
 		return nil, errors.New("resilience: retry budget ratio must be in (0, 1]")
 	}
 	if burst < 1 {
