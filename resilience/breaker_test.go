@@ -484,3 +484,19 @@ func TestConfigsRejectNaN(t *testing.T) {
 		t.Error("NewRetryBudget(NaN, 1) = nil error, want one")
 	}
 }
+
+// The clock may step back (a wall clock set back, a fake clock moved
+// back): the time window counts such calls in its latest bucket instead of
+// indexing before its first one.
+func TestBreakerTimeWindowClockStepsBack(t *testing.T) {
+	b, clock := newTestBreaker(t, BreakerConfig{WindowDuration: time.Second, MinCalls: 3})
+	clock.Advance(-150 * time.Millisecond)
+	call(b, errBoom)
+	clock.Advance(500 * time.Millisecond)
+	call(b, nil)
+	clock.Advance(-2 * time.Second)
+	call(b, errBoom)
+	if s := b.Snapshot(); s.State != StateOpen {
+		t.Errorf("2 of 3 calls failed in the window: %+v, want open", s)
+	}
+}
