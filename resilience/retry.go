@@ -3,6 +3,7 @@ package resilience
 import (
 	"context"
 	"errors"
+	"math"
 	"sync/atomic"
 	"time"
 )
@@ -112,23 +113,27 @@ func (r *Retry) next(ctx context.Context, attempt int, start, notBefore time.Tim
 // down, retries add at most that ratio to its load instead of multiplying
 // it. Each call deposits Ratio of a token, each retry takes one token, and
 // the bucket holds at most Burst tokens (it starts full, so a fresh client
-// can retry a few times before it has made many calls).
+// can retry a few times before it has made many calls). Tokens are counted
+// in billionths, so a ratio as small as 1e-9 still refills.
 type RetryBudget struct {
-	deposit int64 // milli-tokens per call
-	ceiling int64 // milli-tokens
+	deposit int64 // nano-tokens per call
+	ceiling int64 // nano-tokens
 	tokens  atomic.Int64
 }
 
+// token is one retry, in the budget's unit.
+const token = 1_000_000_000
+
 // NewRetryBudget returns a budget allowing about ratio retries per call
-// (0 < ratio <= 1; 0.1 is common) with a reserve of burst retries.
+// (1e-9 <= ratio <= 1; 0.1 is common) with a reserve of burst retries.
 func NewRetryBudget(ratio float64, burst int) (*RetryBudget, error) {
-	if !within(ratio, 0, 1) || ratio == 0 {
-		return nil, errors.New("resilience: retry budget ratio must be in (0, 1]")
+	if !within(ratio, 1.0/token, 1) {
+		return nil, errors.New("resilience: retry budget ratio must be in [1e-9, 1]")
 	}
-	if burst < 1 {
-		return nil, errors.New("resilience: retry budget burst must be >= 1")
+	if burst < 1 || burst > math.MaxInt64/token {
+		return nil, errors.New("resilience: retry budget burst must be in [1, 9e9]")
 	}
-	b := &RetryBudget{deposit: int64(ratio * 1000), ceiling: int64(burst) * 1000}
+	b := &RetryBudget{deposit: int64(math.Round(ratio * token)), ceiling: int64(burst) * token}
 	b.tokens.Store(b.ceiling)
 	return b, nil
 }
@@ -144,14 +149,14 @@ func (b *RetryBudget) call() {
 func (b *RetryBudget) withdraw() bool {
 	for {
 		t := b.tokens.Load()
-		if t < 1000 {
+		if t < token {
 			return false
 		}
-		if b.tokens.CompareAndSwap(t, t-1000) {
+		if b.tokens.CompareAndSwap(t, t-token) {
 			return true
 		}
 	}
 }
 
 // Tokens returns the retries the budget would allow now.
-func (b *RetryBudget) Tokens() float64 { return float64(b.tokens.Load()) / 1000 }
+func (b *RetryBudget) Tokens() float64 { return float64(b.tokens.Load()) / token }

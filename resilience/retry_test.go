@@ -243,3 +243,23 @@ func TestRetryConfigValidate(t *testing.T) {
 		t.Error("NewRetryBudget(0, 1) = nil error, want one")
 	}
 }
+
+func TestRetryBudgetSmallRatioRefills(t *testing.T) {
+	budget, err := NewRetryBudget(0.0004, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !budget.withdraw() {
+		t.Fatal("a fresh budget refused its first retry")
+	}
+	for range 2499 {
+		budget.call()
+	}
+	if budget.withdraw() {
+		t.Fatalf("after 2,499 calls at 0.0004 a retry was allowed (tokens %v), want one only after 2,500", budget.Tokens())
+	}
+	budget.call()
+	if !budget.withdraw() {
+		t.Errorf("after 2,500 calls at 0.0004: no retry allowed (tokens %v), want one", budget.Tokens())
+	}
+}
