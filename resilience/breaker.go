@@ -300,8 +300,8 @@ func (b *Breaker) shouldTrip(c counts) bool {
 func (b *Breaker) open(from *phase, cause error) {
 	opens := from.opens + 1
 	d := b.cfg.OpenPeriod(opens)
-	if hint, ok := RetryAfterHint(cause); ok && hint > d {
-		d = min(hint, b.cfg.MaxRetryAfter)
+	if hint, ok := RetryAfterHint(cause); ok {
+		d = max(d, min(hint, b.cfg.MaxRetryAfter)) // a hint extends, never shortens
 	}
 	until := b.cfg.Clock.Now().Add(d)
 	next := &phase{state: StateOpen, opens: opens, until: until,

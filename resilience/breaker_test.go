@@ -182,19 +182,22 @@ func TestDefaultOpenPeriodGrowsWithinJitter(t *testing.T) {
 
 func TestBreakerRetryAfterExtendsOpenPeriod(t *testing.T) {
 	tests := []struct {
-		name string
-		err  error
-		want time.Duration
+		name   string
+		period time.Duration
+		err    error
+		want   time.Duration
 	}{
-		{"no hint", errBoom, 5 * time.Second},
-		{"shorter hint", WithRetryAfter(errBoom, time.Second), 5 * time.Second},
-		{"longer hint", WithRetryAfter(errBoom, 30*time.Second), 30 * time.Second},
-		{"hint capped", WithRetryAfter(errBoom, time.Hour), time.Minute},
+		{"no hint", 5 * time.Second, errBoom, 5 * time.Second},
+		{"shorter hint", 5 * time.Second, WithRetryAfter(errBoom, time.Second), 5 * time.Second},
+		{"longer hint", 5 * time.Second, WithRetryAfter(errBoom, 30*time.Second), 30 * time.Second},
+		{"hint capped", 5 * time.Second, WithRetryAfter(errBoom, time.Hour), time.Minute},
+		{"capped hint never shortens the period", time.Hour, WithRetryAfter(errBoom, 2*time.Hour), time.Hour},
+		{"negative hint", 5 * time.Second, WithRetryAfter(errBoom, -time.Hour), 5 * time.Second},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			b, _ := newTestBreaker(t, BreakerConfig{MinCalls: 1, MaxRetryAfter: time.Minute,
-				OpenPeriod: func(int) time.Duration { return 5 * time.Second }})
+				OpenPeriod: func(int) time.Duration { return tt.period }})
 			call(b, tt.err)
 			if got := b.Snapshot().Until.Sub(t0); got != tt.want {
 				t.Errorf("open for %v, want %v", got, tt.want)
