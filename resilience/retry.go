@@ -20,6 +20,9 @@ type RetryConfig struct {
 	// Backoff is the delay schedule. Zero value: Initial 100 ms, Max 10 s,
 	// Multiplier 2, Jitter 1 (full jitter).
 	Backoff Backoff
+	// MaxRetryAfter caps how long a callee's Retry-After hint (see
+	// WithRetryAfter) may make a retry wait. Default: the back-off's Max.
+	MaxRetryAfter time.Duration
 	// Classify sorts errors into classes: ClassTransient and ClassNotReady
 	// are retried after a back-off; the others stop the retries. Default
 	// Classify.
@@ -43,6 +46,8 @@ func (c RetryConfig) Validate() error {
 		return errors.New("resilience: RetryConfig.MaxAttempts must be >= 1")
 	case c.MaxElapsed < 0:
 		return errors.New("resilience: RetryConfig.MaxElapsed must be >= 0")
+	case c.MaxRetryAfter < 0:
+		return errors.New("resilience: RetryConfig.MaxRetryAfter must be >= 0")
 	}
 	if c.Backoff != (Backoff{}) {
 		return c.Backoff.Validate()
@@ -67,6 +72,12 @@ func NewRetry(cfg RetryConfig) (*Retry, error) {
 	if cfg.Backoff == (Backoff{}) {
 		cfg.Backoff = defaultBackoff
 	}
+	if cfg.MaxRetryAfter == 0 {
+		cfg.MaxRetryAfter = cfg.Backoff.Max
+		if cfg.MaxRetryAfter == 0 {
+			cfg.MaxRetryAfter = defaultBackoff.Max
+		}
+	}
 	if cfg.Classify == nil {
 		cfg.Classify = Classify
 	}
@@ -83,9 +94,9 @@ func (r *Retry) next(ctx context.Context, attempt int, start, notBefore time.Tim
 		return 0, err
 	}
 	now := r.cfg.Clock.Now()
-	d, hinted := RetryAfterHint(err)
-	if !hinted {
-		d = r.cfg.Backoff.delay(attempt, r.random)
+	d := r.cfg.Backoff.delay(attempt, r.random)
+	if hint, ok := RetryAfterHint(err); ok {
+		d = max(d, min(hint, r.cfg.MaxRetryAfter)) // never below the back-off, never past the cap
 	}
 	var open *OpenError
 	if errors.As(err, &open) && open.Until.After(notBefore) {

@@ -263,3 +263,37 @@ func TestRetryBudgetSmallRatioRefills(t *testing.T) {
 		t.Errorf("after 2,500 calls at 0.0004: no retry allowed (tokens %v), want one", budget.Tokens())
 	}
 }
+
+// A callee's Retry-After is bounded: capped at MaxRetryAfter (by default
+// the back-off's Max), and never below the back-off, so a hint of 0 or less
+// does not make a retry storm.
+func TestRetryAfterHintIsBounded(t *testing.T) {
+	tests := []struct {
+		name string
+		max  time.Duration
+		hint time.Duration
+		want time.Duration
+	}{
+		{"day-long hint, default cap", 0, 24 * time.Hour, 5 * time.Second},
+		{"day-long hint, own cap", 30 * time.Second, 24 * time.Hour, 30 * time.Second},
+		{"hint within the cap", 0, 3 * time.Second, 3 * time.Second},
+		{"zero hint", 0, 0, time.Second},
+		{"negative hint", 0, -time.Hour, time.Second},
+		{"hint shorter than the back-off", 0, time.Millisecond, time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var delays []time.Duration
+			r, clock := newTestRetry(t, RetryConfig{MaxAttempts: 2, MaxRetryAfter: tt.max,
+				Backoff: Backoff{Initial: time.Second, Max: 5 * time.Second},
+				OnRetry: func(_ int, _ error, d time.Duration) { delays = append(delays, d) }})
+			calls := 0
+			if _, err := Do(context.Background(), &Pipeline{Retry: r}, failing(&calls, WithRetryAfter(errBoom, tt.hint))); err != nil {
+				t.Fatal(err)
+			}
+			if got := clock.Now().Sub(t0); got != tt.want || len(delays) != 1 || delays[0] != tt.want {
+				t.Errorf("waited %v (OnRetry %v), want %v", got, delays, tt.want)
+			}
+		})
+	}
+}
