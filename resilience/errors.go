@@ -192,3 +192,12 @@ type budgetError struct{ err error }
 func (e *budgetError) Error() string        { return ErrBudgetExhausted.Error() + ": " + e.err.Error() }
 func (e *budgetError) Unwrap() error        { return e.err }
 func (e *budgetError) Is(target error) bool { return target == ErrBudgetExhausted }
+
+// interruptedError is what a retry returns when its context ends during a
+// back-off: it Is the context's cause and wraps the last attempt's error.
+type interruptedError struct{ cause, last error }
+
+func (e *interruptedError) Error() string {
+	return "resilience: retry interrupted: " + e.cause.Error() + "; last attempt: " + e.last.Error()
+}
+func (e *interruptedError) Unwrap() []error { return []error{e.cause, e.last} }

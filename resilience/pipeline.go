@@ -36,7 +36,9 @@ type Pipeline struct {
 // Errors: a rejection Is ErrOpen or ErrBulkheadFull; an attempt that ran
 // past AttemptTimeout Is ErrTimeout (and wraps fn's error); when retries end
 // the last attempt's error is returned (wrapped by ErrBudgetExhausted if the
-// budget stopped them).
+// budget stopped them); when ctx ends during a back-off, the error Is ctx's
+// cause (context.Canceled, context.DeadlineExceeded) and wraps the last
+// attempt's error too.
 func Do[T any](ctx context.Context, p *Pipeline, fn func(context.Context) (T, error)) (T, error) {
 	if p == nil {
 		return fn(ctx)
@@ -89,8 +91,8 @@ func retry[T any](ctx context.Context, p *Pipeline, fn func(context.Context) (T,
 		if stop != nil {
 			return v, stop
 		}
-		if sleep(ctx, r.cfg.Clock, d) != nil {
-			return v, err // the caller's context ended during back-off
+		if cause := sleep(ctx, r.cfg.Clock, d); cause != nil {
+			return v, &interruptedError{cause: cause, last: err}
 		}
 	}
 }

@@ -227,8 +227,8 @@ func TestRetryStopsWhenContextEndsDuringBackoff(t *testing.T) {
 		t.Fatal(err)
 	}
 	cancel()
-	if err := <-done; !errors.Is(err, errBoom) {
-		t.Errorf("err = %v, want the last attempt's error", err)
+	if err := <-done; !errors.Is(err, context.Canceled) || !errors.Is(err, errBoom) {
+		t.Errorf("err = %v, want context.Canceled, wrapping the last attempt's error", err)
 	}
 }
 
