@@ -2,6 +2,7 @@ package resilience
 
 import (
 	"errors"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -152,7 +153,15 @@ func within(x, lo, hi float64) bool { return x >= lo && x <= hi }
 type Breaker struct {
 	cfg   BreakerConfig
 	phase atomic.Pointer[phase]
+
+	// mu orders transitions and their hooks; calls never take it unless
+	// they change the state.
+	mu         sync.Mutex
+	changes    []stateChange // made, not yet reported to OnStateChange
+	delivering bool          // a goroutine is reporting changes
 }
+
+type stateChange struct{ from, to State }
 
 // phase is one period of a breaker's life: one closed period with its
 // window, one open period with its rejection error, or one half-open period
@@ -237,26 +246,50 @@ func (b *Breaker) Allow() (Permit, error) {
 
 // Done reports the outcome of the permitted call: err as the callee
 // returned it. Done on a zero Permit does nothing.
+//
+// If the classifier panics, the call counts as a failure (and a probe's
+// slot is released) before the panic goes on up.
 func (pm Permit) Done(err error) {
 	p := pm.p
 	if p == nil {
 		return
 	}
-	b := pm.b
-	c := ClassSuccess
-	if err != nil {
-		if c = b.cfg.Classify(err); c == ClassIgnored {
-			if p.state == StateHalfOpen {
-				p.admitted.Add(-1) // give the probe slot back
-			}
-			return
+	if err == nil {
+		pm.b.record(p, pm.start, 0, nil)
+		return
+	}
+	classified := false
+	defer func() {
+		if !classified {
+			pm.b.record(p, pm.start, bitFailure, nil)
 		}
+	}()
+	c := pm.b.cfg.Classify(err)
+	classified = true
+	switch c {
+	case ClassIgnored:
+		if p.state == StateHalfOpen {
+			p.admitted.Add(-1) // give the probe slot back
+		}
+	case ClassTransient, ClassPermanent:
+		pm.b.record(p, pm.start, bitFailure, err)
+	default:
+		pm.b.record(p, pm.start, 0, err)
 	}
-	var bits uint32
-	if c == ClassTransient || c == ClassPermanent {
-		bits = bitFailure
+}
+
+// failed reports a call that ended without returning (a panic, or
+// runtime.Goexit) as a failure.
+func (pm Permit) failed() {
+	if pm.p != nil {
+		pm.b.record(pm.p, pm.start, bitFailure, nil)
 	}
-	if b.cfg.SlowCallDuration > 0 && b.cfg.Clock.Now().Sub(pm.start) >= b.cfg.SlowCallDuration {
+}
+
+// record counts one outcome in phase p: bits is bitFailure or 0, cause the
+// call's error (for its Retry-After hint).
+func (b *Breaker) record(p *phase, start time.Time, bits uint32, cause error) {
+	if b.cfg.SlowCallDuration > 0 && b.cfg.Clock.Now().Sub(start) >= b.cfg.SlowCallDuration {
 		bits |= bitSlow
 	}
 	switch p.state {
@@ -274,11 +307,11 @@ func (pm Permit) Done(err error) {
 			}
 		}
 		if b.shouldTrip(n) {
-			b.open(p, err)
+			b.open(p, cause)
 		}
 	case StateHalfOpen:
 		if bits != 0 {
-			b.open(p, err)
+			b.open(p, cause)
 		} else if int(p.passed.Add(1)) >= b.cfg.HalfOpenProbes {
 			b.transition(p, b.newClosed())
 		}
@@ -306,22 +339,71 @@ func (b *Breaker) open(from *phase, cause error) {
 	until := b.cfg.Clock.Now().Add(d)
 	next := &phase{state: StateOpen, opens: opens, until: until,
 		reject: &OpenError{Name: b.cfg.Name, Until: until}}
-	if b.transition(from, next) {
-		b.cfg.Clock.AfterFunc(d, func() {
-			b.transition(next, &phase{state: StateHalfOpen, opens: opens,
-				reject: &OpenError{Name: b.cfg.Name}})
-		})
+	if !b.swap(from, next) {
+		return
 	}
+	// The timer is armed before any hook runs, so a hook that panics
+	// cannot leave the breaker open for good.
+	b.cfg.Clock.AfterFunc(d, func() {
+		b.transition(next, &phase{state: StateHalfOpen, opens: opens,
+			reject: &OpenError{Name: b.cfg.Name}})
+	})
+	b.report()
 }
 
+// transition moves from one phase to the next, if from is still current,
+// and reports the change.
 func (b *Breaker) transition(from, to *phase) bool {
+	if !b.swap(from, to) {
+		return false
+	}
+	b.report()
+	return true
+}
+
+// swap replaces from with to if from is still current, and queues the
+// change for OnStateChange. Changes are queued in the order they are made.
+func (b *Breaker) swap(from, to *phase) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	if !b.phase.CompareAndSwap(from, to) {
 		return false
 	}
 	if b.cfg.OnStateChange != nil {
-		b.cfg.OnStateChange(b.cfg.Name, from.state, to.state)
+		b.changes = append(b.changes, stateChange{from.state, to.state})
 	}
 	return true
+}
+
+// report calls OnStateChange for the queued changes, in order, unless
+// another goroutine is doing so already (it will report them after its
+// own). Hooks run without the lock, so a hook may call the breaker.
+func (b *Breaker) report() {
+	b.mu.Lock()
+	if b.delivering || len(b.changes) == 0 {
+		b.mu.Unlock()
+		return
+	}
+	b.delivering = true
+	returned := false
+	defer func() {
+		if !returned { // a hook panicked: let the next change report the rest
+			b.mu.Lock()
+			b.delivering = false
+			b.mu.Unlock()
+		}
+	}()
+	for len(b.changes) > 0 {
+		c := b.changes[0]
+		b.changes = b.changes[1:]
+		b.mu.Unlock()
+		b.cfg.OnStateChange(b.cfg.Name, c.from, c.to)
+		b.mu.Lock()
+	}
+	b.changes = nil
+	b.delivering = false
+	b.mu.Unlock()
+	returned = true
 }
 
 // openUntil returns when an open breaker will admit a probe, or the zero

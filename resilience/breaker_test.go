@@ -503,3 +503,44 @@ func TestBreakerTimeWindowClockStepsBack(t *testing.T) {
 		t.Errorf("2 of 3 calls failed in the window: %+v, want open", s)
 	}
 }
+
+// A slow hook on one goroutine must not let later state changes, made on
+// other goroutines meanwhile, be reported before it.
+func TestBreakerStateChangesDeliveredInOrder(t *testing.T) {
+	var (
+		mu      sync.Mutex
+		got     []string
+		slow    = true
+		entered = make(chan struct{})
+		release = make(chan struct{})
+		tripped = make(chan struct{})
+	)
+	b, clock := newTestBreaker(t, BreakerConfig{MinCalls: 1, OpenPeriod: func(int) time.Duration { return time.Second },
+		OnStateChange: func(_ string, from, to State) {
+			mu.Lock()
+			wait := slow
+			slow = false
+			mu.Unlock()
+			if wait {
+				close(entered)
+				<-release
+			}
+			mu.Lock()
+			got = append(got, from.String()+">"+to.String())
+			mu.Unlock()
+		}})
+	go func() {
+		defer close(tripped)
+		call(b, errBoom)
+	}()
+	<-entered                  // closed→open is being reported, slowly
+	clock.Advance(time.Second) // open→half-open
+	call(b, nil)               // half-open→closed
+	close(release)
+	<-tripped
+	mu.Lock()
+	defer mu.Unlock()
+	if want := "[closed>open open>half-open half-open>closed]"; fmt.Sprint(got) != want {
+		t.Errorf("hooks saw %v, want %s", got, want)
+	}
+}

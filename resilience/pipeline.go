@@ -97,26 +97,35 @@ func retry[T any](ctx context.Context, p *Pipeline, fn func(context.Context) (T,
 	}
 }
 
-func attempt[T any](ctx context.Context, p *Pipeline, fn func(context.Context) (T, error)) (T, error) {
+func attempt[T any](ctx context.Context, p *Pipeline, fn func(context.Context) (T, error)) (v T, err error) {
 	var permit Permit
 	if p.Breaker != nil {
-		var err error
 		if permit, err = p.Breaker.Allow(); err != nil {
-			var zero T
-			return zero, err
+			return v, err
 		}
 	}
-	if p.AttemptTimeout <= 0 {
-		v, err := fn(ctx)
-		permit.Done(err)
-		return v, err
+	var tc *deadlineCtx
+	if p.AttemptTimeout > 0 {
+		tc = newDeadlineCtx(ctx, clockOr(p.Clock), p.AttemptTimeout)
+		ctx = tc
 	}
-	tc := newDeadlineCtx(ctx, clockOr(p.Clock), p.AttemptTimeout)
-	v, err := fn(tc)
-	if err != nil && tc.timedOut() {
-		err = &timeoutError{err: err, d: p.AttemptTimeout}
+	returned := false
+	defer func() {
+		if !returned { // fn panicked: release what the attempt holds, count a failure
+			if tc != nil {
+				tc.release()
+			}
+			permit.failed()
+		}
+	}()
+	v, err = fn(ctx)
+	returned = true
+	if tc != nil {
+		if err != nil && tc.timedOut() {
+			err = &timeoutError{err: err, d: p.AttemptTimeout}
+		}
+		tc.release()
 	}
-	tc.release()
 	permit.Done(err)
 	return v, err
 }
