@@ -176,6 +176,12 @@ func (t *Transport) attempt(ctx context.Context, req *http.Request, try int) (*h
 		tc.release()
 		return nil, err
 	}
+	if rw, ok := resp.Body.(io.ReadWriteCloser); ok {
+		// A protocol switch (101): the body is the connection, and
+		// httputil.ReverseProxy needs it writable.
+		resp.Body = &releasingConn{ReadWriteCloser: rw, ctx: tc}
+		return resp, nil
+	}
 	resp.Body = &releasingBody{ReadCloser: resp.Body, ctx: tc}
 	return resp, nil
 }
@@ -191,6 +197,30 @@ func (b *releasingBody) Close() error {
 	err := b.ReadCloser.Close()
 	b.ctx.release()
 	return err
+}
+
+// releasingConn is releasingBody for an upgraded connection: reads and
+// writes pass through.
+type releasingConn struct {
+	io.ReadWriteCloser
+	ctx *deadlineCtx
+}
+
+func (c *releasingConn) Close() error {
+	err := c.ReadWriteCloser.Close()
+	c.ctx.release()
+	return err
+}
+
+// CloseWrite half-closes the connection where the transport's can (as
+// net/http's can), so the proxy passes a client's end of input on; where it
+// cannot, it closes the connection, which ends the exchange as the proxy
+// would have.
+func (c *releasingConn) CloseWrite() error {
+	if cw, ok := c.ReadWriteCloser.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Close()
 }
 
 func replayable(req *http.Request) bool {
