@@ -209,11 +209,12 @@ func (b *Breaker) Name() string { return b.cfg.Name }
 func (b *Breaker) State() State { return b.phase.Load().state }
 
 // Permit is a breaker's leave to make one call. Report the call's error
-// with Done exactly once.
+// with Done; Execute does both.
 type Permit struct {
 	b     *Breaker
 	p     *phase
-	start time.Time // set only when slow calls are tracked
+	start time.Time    // set only when slow calls are tracked, and for probes
+	probe *atomic.Bool // half-open: set by the first report, shared by copies
 }
 
 // Allow asks for leave to make a call. It returns an error that Is ErrOpen
@@ -234,7 +235,9 @@ func (b *Breaker) Allow() (Permit, error) {
 				break
 			}
 			if p.admitted.CompareAndSwap(n, n+1) {
-				return Permit{b: b, p: p, start: b.cfg.Clock.Now()}, nil
+				// A probe is rare: a token of its own makes sure that even
+				// copies of its permit report it once.
+				return Permit{b: b, p: p, start: b.cfg.Clock.Now(), probe: new(atomic.Bool)}, nil
 			}
 		}
 	}
@@ -244,13 +247,37 @@ func (b *Breaker) Allow() (Permit, error) {
 	return Permit{}, p.reject
 }
 
+// Execute calls fn if the breaker admits a call, and reports fn's error as
+// its outcome. It returns the breaker's rejection (an *OpenError, Is
+// ErrOpen) without calling fn, or fn's error. If fn panics, the call counts
+// as a failure (a half-open probe's slot is released) and the panic goes on
+// up. Execute is Allow and Done with nothing to forget; it allocates
+// nothing.
+func (b *Breaker) Execute(fn func() error) error {
+	pm, err := b.Allow()
+	if err != nil {
+		return err
+	}
+	returned := false
+	defer func() {
+		if !returned {
+			pm.failed()
+		}
+	}()
+	err = fn()
+	returned = true
+	pm.Done(err)
+	return err
+}
+
 // Done reports the outcome of the permitted call: err as the callee
-// returned it. Done on a zero Permit does nothing.
+// returned it. Only the first Done on a Permit counts; later ones, and Done
+// on a zero Permit, do nothing.
 //
 // If the classifier panics, the call counts as a failure (and a probe's
 // slot is released) before the panic goes on up.
-func (pm Permit) Done(err error) {
-	p := pm.p
+func (pm *Permit) Done(err error) {
+	p := pm.take()
 	if p == nil {
 		return
 	}
@@ -280,10 +307,21 @@ func (pm Permit) Done(err error) {
 
 // failed reports a call that ended without returning (a panic, or
 // runtime.Goexit) as a failure.
-func (pm Permit) failed() {
-	if pm.p != nil {
-		pm.b.record(pm.p, pm.start, bitFailure, nil)
+func (pm *Permit) failed() {
+	if p := pm.take(); p != nil {
+		pm.b.record(p, pm.start, bitFailure, nil)
 	}
+}
+
+// take returns the phase to report to, once: nil if this permit (or, for a
+// probe, a copy of it) has reported already.
+func (pm *Permit) take() *phase {
+	p := pm.p
+	pm.p = nil
+	if p == nil || (pm.probe != nil && !pm.probe.CompareAndSwap(false, true)) {
+		return nil
+	}
+	return p
 }
 
 // record counts one outcome in phase p: bits is bitFailure or 0, cause the

@@ -544,3 +544,67 @@ func TestBreakerStateChangesDeliveredInOrder(t *testing.T) {
 		t.Errorf("hooks saw %v, want %s", got, want)
 	}
 }
+
+func TestBreakerExecute(t *testing.T) {
+	b, clock := newTestBreaker(t, BreakerConfig{MinCalls: 3, OpenPeriod: func(int) time.Duration { return time.Second }})
+	if err := b.Execute(func() error { return nil }); err != nil {
+		t.Fatalf("Execute(success) = %v", err)
+	}
+	if err := b.Execute(func() error { return errBoom }); !errors.Is(err, errBoom) {
+		t.Fatalf("Execute(failure) = %v, want errBoom", err)
+	}
+	if got := mustPanic(t, func() { b.Execute(func() error { panic("bug") }) }); got != "bug" {
+		t.Errorf("recovered %v, want the function's panic", got)
+	}
+	if s := b.Snapshot(); s.State != StateOpen {
+		t.Fatalf("after 1 success, 1 failure, 1 panic: %+v, want open (a panic is a failure)", s)
+	}
+	ran := false
+	if err := b.Execute(func() error { ran = true; return nil }); !errors.Is(err, ErrOpen) || ran {
+		t.Errorf("Execute on an open breaker = %v, ran %v; want ErrOpen without running", err, ran)
+	}
+	clock.Advance(time.Second)
+	if err := b.Execute(func() error { return nil }); err != nil || b.State() != StateClosed {
+		t.Errorf("probe: %v, state %v; want closed", err, b.State())
+	}
+}
+
+func TestBreakerExecuteAllocatesNothing(t *testing.T) {
+	b, _ := newTestBreaker(t, BreakerConfig{})
+	fn := func() error { return nil }
+	if allocs := testing.AllocsPerRun(1000, func() { b.Execute(fn) }); allocs != 0 {
+		t.Errorf("allocations per Execute = %v, want 0", allocs)
+	}
+}
+
+// Done twice on one permit counts once: in half-open a second Done must not
+// pass for a second probe (and close the breaker early), and a copy of a
+// probe's permit is counted once too.
+func TestPermitDoneTwiceCountsOnce(t *testing.T) {
+	b, clock := newTestBreaker(t, BreakerConfig{MinCalls: 1, HalfOpenProbes: 2,
+		OpenPeriod: func(int) time.Duration { return time.Second }})
+	call(b, errBoom)
+	clock.Advance(time.Second)
+	p, err := b.Allow()
+	if err != nil {
+		t.Fatal(err)
+	}
+	copied := p
+	p.Done(nil)
+	p.Done(nil)
+	copied.Done(nil)
+	if s := b.State(); s != StateHalfOpen {
+		t.Fatalf("one probe of two reported (three times): state %v, want half-open", s)
+	}
+	if !call(b, nil) || b.State() != StateClosed {
+		t.Errorf("second probe: state %v, want closed", b.State())
+	}
+
+	b, _ = newTestBreaker(t, BreakerConfig{WindowSize: 10, MinCalls: 2})
+	p, _ = b.Allow()
+	p.Done(errBoom)
+	p.Done(errBoom)
+	if s := b.Snapshot(); s.Calls != 1 || s.State != StateClosed {
+		t.Errorf("one failed call reported twice: %+v, want 1 call, closed", s)
+	}
+}
