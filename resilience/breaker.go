@@ -2,6 +2,7 @@ package resilience
 
 import (
 	"errors"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,6 +15,13 @@ const (
 	StateClosed   State = iota // calls flow; outcomes are counted
 	StateOpen                  // calls are rejected with an *OpenError
 	StateHalfOpen              // a few probes flow; the rest are rejected
+
+	// StateForcedOpen: an operator stopped all calls (ForceOpen) until
+	// Release or ForceClosed; no timer ends it.
+	StateForcedOpen
+	// StateForcedClosed: an operator let all calls through (ForceClosed),
+	// counting nothing, until Release or ForceOpen.
+	StateForcedClosed
 )
 
 func (s State) String() string {
@@ -24,8 +32,12 @@ func (s State) String() string {
 		return "open"
 	case StateHalfOpen:
 		return "half-open"
+	case StateForcedOpen:
+		return "forced-open"
+	case StateForcedClosed:
+		return "forced-closed"
 	}
-	return "State(?)"
+	return "State(" + strconv.Itoa(int(s)) + ")"
 }
 
 // BreakerConfig configures a Breaker. The zero value is a usable breaker:
@@ -228,6 +240,8 @@ func (b *Breaker) Allow() (Permit, error) {
 			return Permit{b: b, p: p, start: b.cfg.Clock.Now()}, nil
 		}
 		return Permit{b: b, p: p}, nil
+	case StateForcedClosed:
+		return Permit{}, nil // nothing to count
 	case StateHalfOpen:
 		for {
 			n := p.admitted.Load()
@@ -376,7 +390,7 @@ func (b *Breaker) open(from *phase, cause error) {
 	}
 	until := b.cfg.Clock.Now().Add(d)
 	next := &phase{state: StateOpen, opens: opens, until: until,
-		reject: &OpenError{Name: b.cfg.Name, Until: until}}
+		reject: &OpenError{Name: b.cfg.Name, State: StateOpen, Until: until}}
 	if !b.swap(from, next) {
 		return
 	}
@@ -384,9 +398,41 @@ func (b *Breaker) open(from *phase, cause error) {
 	// cannot leave the breaker open for good.
 	b.cfg.Clock.AfterFunc(d, func() {
 		b.transition(next, &phase{state: StateHalfOpen, opens: opens,
-			reject: &OpenError{Name: b.cfg.Name}})
+			reject: &OpenError{Name: b.cfg.Name, State: StateHalfOpen}})
 	})
 	b.report()
+}
+
+// ForceOpen rejects every call from now on, with an *OpenError in state
+// StateForcedOpen, until Release or ForceClosed: for an operator who knows
+// the callee is down, or must be left alone. It reports the change to
+// OnStateChange like any other.
+func (b *Breaker) ForceOpen() {
+	b.force(&phase{state: StateForcedOpen, reject: &OpenError{Name: b.cfg.Name, State: StateForcedOpen}})
+}
+
+// ForceClosed lets every call through from now on, counting nothing, until
+// Release or ForceOpen: for an operator who knows better than the failure
+// rate (a callee that fails in a way that does not matter today).
+func (b *Breaker) ForceClosed() { b.force(&phase{state: StateForcedClosed}) }
+
+// Release hands the breaker back to its own rules: closed, with an empty
+// window and its count of consecutive opens at zero, whatever its state was
+// (forced or not). An open breaker released closes at once.
+func (b *Breaker) Release() { b.force(b.newClosed()) }
+
+// force makes to the current phase, whatever the current one is; a breaker
+// already forced into to's state is left as it is.
+func (b *Breaker) force(to *phase) {
+	for {
+		from := b.phase.Load()
+		if from.state == to.state && to.state != StateClosed {
+			return
+		}
+		if b.transition(from, to) {
+			return
+		}
+	}
 }
 
 // transition moves from one phase to the next, if from is still current,
@@ -407,7 +453,7 @@ func (b *Breaker) swap(from, to *phase) bool {
 	if !b.phase.CompareAndSwap(from, to) {
 		return false
 	}
-	if b.cfg.OnStateChange != nil {
+	if b.cfg.OnStateChange != nil && from.state != to.state {
 		b.changes = append(b.changes, stateChange{from.state, to.state})
 	}
 	return true
@@ -444,9 +490,20 @@ func (b *Breaker) report() {
 	returned = true
 }
 
-// openUntil returns when an open breaker will admit a probe, or the zero
-// time if it is not open.
-func (b *Breaker) openUntil() time.Time { return b.phase.Load().until }
+// notBefore returns when the breaker will next admit a call: the end of
+// the open period, the end of time while forced open, the zero time
+// otherwise (closed; half-open, where the probes will decide soon).
+func (b *Breaker) notBefore() time.Time {
+	switch p := b.phase.Load(); p.state {
+	case StateOpen:
+		return p.until
+	case StateForcedOpen:
+		return endOfTime
+	}
+	return time.Time{}
+}
+
+var endOfTime = time.Unix(1<<62, 0)
 
 // BreakerSnapshot is a breaker's state and counts at one moment.
 type BreakerSnapshot struct {

@@ -24,12 +24,18 @@ var (
 	ErrTimeout = errors.New("resilience: attempt timed out")
 )
 
-// OpenError is returned by an open (or saturated half-open) breaker. One
-// value is made per open period, so rejecting allocates nothing.
+// OpenError is returned by an open (or saturated half-open, or forced
+// open) breaker. One value is made per open period, so rejecting
+// allocates nothing.
 type OpenError struct {
 	Name string // the breaker's name, possibly empty
-	// Until is when the breaker will admit a probe. It is zero when the
-	// breaker is half-open and all its probes are in flight.
+	// State is the breaker's state when it rejected the call:
+	// StateOpen, StateHalfOpen (all its probes in flight) or
+	// StateForcedOpen.
+	State State
+	// Until is when the breaker will admit a probe (StateOpen). It is zero
+	// when the breaker is half-open (the probes will decide) or forced open
+	// (an operator will).
 	Until time.Time
 }
 
@@ -38,7 +44,10 @@ func (e *OpenError) Error() string {
 	if e.Name != "" {
 		s += " " + strconv.Quote(e.Name)
 	}
-	if e.Until.IsZero() {
+	switch {
+	case e.State == StateForcedOpen:
+		return s + " forced open"
+	case e.Until.IsZero():
 		return s + " half-open, probes in flight"
 	}
 	return s + " open until " + e.Until.Format(time.RFC3339Nano)

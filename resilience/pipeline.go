@@ -85,7 +85,7 @@ func retry[T any](ctx context.Context, p *Pipeline, fn func(context.Context) (T,
 		}
 		var notBefore time.Time
 		if p.Breaker != nil {
-			notBefore = p.Breaker.openUntil()
+			notBefore = p.Breaker.notBefore()
 		}
 		d, stop := r.next(ctx, n, start, notBefore, err)
 		if stop != nil {

@@ -99,8 +99,13 @@ func (r *Retry) next(ctx context.Context, attempt int, start, notBefore time.Tim
 		d = max(d, min(hint, r.cfg.MaxRetryAfter)) // never below the back-off, never past the cap
 	}
 	var open *OpenError
-	if errors.As(err, &open) && open.Until.After(notBefore) {
-		notBefore = open.Until
+	if errors.As(err, &open) {
+		switch {
+		case open.State == StateForcedOpen:
+			return 0, err // only an operator can end it: do not wait for that
+		case open.State == StateOpen && open.Until.After(notBefore):
+			notBefore = open.Until
+		}
 	}
 	if now.Add(d).Before(notBefore) {
 		return 0, err // fail fast: the breaker would reject the retry
