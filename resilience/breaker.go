@@ -74,6 +74,11 @@ type BreakerConfig struct {
 	// all of them succeed and re-opens at the first failure (or slow probe).
 	// Default 1.
 	HalfOpenProbes int
+	// HalfOpenMaxWait bounds how long a half-open breaker waits for its
+	// probes: past it, the next call finds the probes failed (they hang, or
+	// a permit was never reported) and the breaker opens again, for longer.
+	// Default 1 min.
+	HalfOpenMaxWait time.Duration
 	// OpenPeriod returns how long the breaker stays open the n-th
 	// consecutive time it opens (n >= 1; n goes back to 0 when it closes).
 	// Default: Backoff{Initial: 5s, Max: 5min, Jitter: 0.2}.Delay.
@@ -117,6 +122,9 @@ func (c *BreakerConfig) setDefaults() {
 	if c.HalfOpenProbes == 0 {
 		c.HalfOpenProbes = 1
 	}
+	if c.HalfOpenMaxWait == 0 {
+		c.HalfOpenMaxWait = time.Minute
+	}
 	if c.OpenPeriod == nil {
 		c.OpenPeriod = defaultOpenPeriod.Delay
 	}
@@ -149,6 +157,8 @@ func (c BreakerConfig) Validate() error {
 		return errors.New("resilience: BreakerConfig.SlowCallRate must be in (0, 1]")
 	case c.HalfOpenProbes < 0:
 		return errors.New("resilience: BreakerConfig.HalfOpenProbes must be >= 1")
+	case c.HalfOpenMaxWait < 0:
+		return errors.New("resilience: BreakerConfig.HalfOpenMaxWait must be >= 0")
 	case c.MaxRetryAfter < 0:
 		return errors.New("resilience: BreakerConfig.MaxRetryAfter must be >= 0")
 	}
@@ -186,7 +196,7 @@ type phase struct {
 	cw *countWindow
 	tw *timeWindow
 
-	until  time.Time // open: when half-open begins
+	until  time.Time // open: when half-open begins; half-open: when it stops waiting for probes
 	reject *OpenError
 
 	admitted atomic.Int32 // half-open probes let through
@@ -246,6 +256,11 @@ func (b *Breaker) Allow() (Permit, error) {
 		for {
 			n := p.admitted.Load()
 			if int(n) >= b.cfg.HalfOpenProbes {
+				if !b.cfg.Clock.Now().Before(p.until) {
+					// The probes have had their time: count them failed.
+					b.open(p, nil)
+					return b.Allow()
+				}
 				break
 			}
 			if p.admitted.CompareAndSwap(n, n+1) {
@@ -396,11 +411,16 @@ func (b *Breaker) open(from *phase, cause error) {
 	}
 	// The timer is armed before any hook runs, so a hook that panics
 	// cannot leave the breaker open for good.
-	b.cfg.Clock.AfterFunc(d, func() {
-		b.transition(next, &phase{state: StateHalfOpen, opens: opens,
-			reject: &OpenError{Name: b.cfg.Name, State: StateHalfOpen}})
-	})
+	b.cfg.Clock.AfterFunc(d, func() { b.transition(next, b.newHalfOpen(opens)) })
 	b.report()
+}
+
+// newHalfOpen returns a half-open phase that waits for its probes until
+// HalfOpenMaxWait from now.
+func (b *Breaker) newHalfOpen(opens int) *phase {
+	until := b.cfg.Clock.Now().Add(b.cfg.HalfOpenMaxWait)
+	return &phase{state: StateHalfOpen, opens: opens, until: until,
+		reject: &OpenError{Name: b.cfg.Name, State: StateHalfOpen, Until: until}}
 }
 
 // ForceOpen rejects every call from now on, with an *OpenError in state
@@ -513,7 +533,8 @@ type BreakerSnapshot struct {
 	Calls, Failures, SlowCalls int
 	// Opens is the number of consecutive opens (0 when closed).
 	Opens int
-	// Until is when an open breaker will admit a probe.
+	// Until is when an open breaker will admit a probe, or when a
+	// half-open one will stop waiting for its probes.
 	Until time.Time
 }
 

@@ -33,9 +33,10 @@ type OpenError struct {
 	// StateOpen, StateHalfOpen (all its probes in flight) or
 	// StateForcedOpen.
 	State State
-	// Until is when the breaker will admit a probe (StateOpen). It is zero
-	// when the breaker is half-open (the probes will decide) or forced open
-	// (an operator will).
+	// Until is, in StateOpen, when the breaker will admit a probe; in
+	// StateHalfOpen, when it will stop waiting for the probes in flight
+	// (they usually decide sooner); zero in StateForcedOpen (an operator
+	// decides).
 	Until time.Time
 }
 
@@ -47,7 +48,7 @@ func (e *OpenError) Error() string {
 	switch {
 	case e.State == StateForcedOpen:
 		return s + " forced open"
-	case e.Until.IsZero():
+	case e.State == StateHalfOpen:
 		return s + " half-open, probes in flight"
 	}
 	return s + " open until " + e.Until.Format(time.RFC3339Nano)

@@ -377,3 +377,82 @@ func TestProxyErrors(t *testing.T) {
 		t.Error("NewProxy with a relative URL: nil error")
 	}
 }
+
+// While half-open with its probe in flight, the proxy says how long the
+// probe may take at most (its attempt timeout, or what is left of the
+// breaker's half-open wait), not "1".
+func TestProxyRetryAfterWhileHalfOpen(t *testing.T) {
+	for _, tt := range []struct {
+		name           string
+		attemptTimeout time.Duration
+		want           string
+	}{
+		{"attempt timeout", 8 * time.Second, "8"},
+		{"half-open wait", 0, "57"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			release := make(chan struct{})
+			arrived := make(chan struct{}, 1)
+			upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == "/fail" {
+					http.Error(w, "down", http.StatusInternalServerError)
+					return
+				}
+				arrived <- struct{}{}
+				<-release
+			}))
+			defer upstream.Close()
+			base := &http.Transport{}
+			defer base.CloseIdleConnections()
+			target, _ := url.Parse(upstream.URL)
+			clock := resiliencetest.NewClock(t0)
+			proxy, err := NewProxy(target, ProxyConfig{Transport: TransportConfig{
+				Base: base, Clock: clock, AttemptTimeout: tt.attemptTimeout,
+				Breaker: BreakerConfig{MinCalls: 1, HalfOpenMaxWait: time.Minute, OpenPeriod: func(int) time.Duration { return time.Second }},
+				Retry:   RetryConfig{MaxAttempts: 1},
+			}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			proxy.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/fail", nil))
+			clock.Advance(time.Second) // half-open
+			probed := make(chan int)
+			go func() {
+				rec := httptest.NewRecorder()
+				proxy.ServeHTTP(rec, httptest.NewRequest("GET", "/slow", nil))
+				probed <- rec.Code
+			}()
+			<-arrived
+			clock.Advance(3 * time.Second)
+			rec := httptest.NewRecorder()
+			proxy.ServeHTTP(rec, httptest.NewRequest("GET", "/other", nil))
+			close(release)
+			if code := <-probed; code != 200 {
+				t.Errorf("probe: status %d, want 200", code)
+			}
+			if got := rec.Header().Get("Retry-After"); rec.Code != 503 || got != tt.want {
+				t.Errorf("while the probe runs: %d, Retry-After %q; want 503, %q", rec.Code, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestProxyForcedOpen(t *testing.T) {
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t.Error("a forced-open proxy called the upstream")
+	}))
+	defer upstream.Close()
+	target, _ := url.Parse(upstream.URL)
+	proxy, err := NewProxy(target, ProxyConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy.Breaker().ForceOpen()
+	rec := httptest.NewRecorder()
+	proxy.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+	d, err := problem.Read(rec.Result())
+	if err != nil || rec.Code != 503 || d.Status != 503 || rec.Header().Get("Retry-After") != "" {
+		t.Errorf("forced open: %d, Retry-After %q, problem %+v, %v; want 503 problem details without Retry-After",
+			rec.Code, rec.Header().Get("Retry-After"), d, err)
+	}
+}

@@ -90,3 +90,37 @@ func TestRetryDoesNotRetryIntoForcedOpenBreaker(t *testing.T) {
 		t.Errorf("err = %v, calls %d, timers %d; want ErrOpen at once, no call, no back-off", err, calls, clock.Timers())
 	}
 }
+
+// Probes that never finish must not keep a breaker half-open.
+func TestBreakerHalfOpenMaxWait(t *testing.T) {
+	b, clock := newTestBreaker(t, BreakerConfig{MinCalls: 1, HalfOpenMaxWait: 10 * time.Second,
+		OpenPeriod: func(int) time.Duration { return time.Second }})
+	call(b, errBoom)
+	clock.Advance(time.Second)
+	stuck, err := b.Allow() // a probe that hangs
+	if err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(9 * time.Second)
+	_, err = b.Allow()
+	var oe *OpenError
+	if !errors.As(err, &oe) || oe.State != StateHalfOpen || !oe.Until.Equal(t0.Add(11*time.Second)) {
+		t.Fatalf("while the probe runs: %v (%+v), want half-open until the wait ends at +11s", err, oe)
+	}
+	clock.Advance(time.Second)
+	_, err = b.Allow()
+	if !errors.As(err, &oe) || oe.State != StateOpen {
+		t.Fatalf("after HalfOpenMaxWait: %v, want the breaker open again", err)
+	}
+	if s := b.Snapshot(); s.Opens != 2 {
+		t.Errorf("Opens = %d, want 2: a hung probe is a failed probe", s.Opens)
+	}
+	clock.Advance(time.Second)
+	if !call(b, nil) || b.State() != StateClosed {
+		t.Fatalf("a fresh probe: state %v, want closed", b.State())
+	}
+	stuck.Done(nil) // the hung probe ends at last: too late to count
+	if s := b.Snapshot(); s.State != StateClosed || s.Calls != 0 {
+		t.Errorf("after the late probe: %+v, want closed, nothing counted", s)
+	}
+}
