@@ -30,7 +30,7 @@ var errBoom = errors.New("boom")
 
 func recadoBreaker(b *testing.B) *resilience.Breaker {
 	cb, err := resilience.NewBreaker(resilience.BreakerConfig{WindowSize: 100, MinCalls: 20, FailureRate: 0.5,
-		OpenPeriod: func(int) time.Duration { return time.Hour }})
+		OpenPeriod: resilience.Backoff{Initial: time.Hour, Multiplier: 1}})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -79,10 +79,12 @@ type BreakerConfig struct {
 	// a permit was never reported) and the breaker opens again, for longer.
 	// Default 1 min.
 	HalfOpenMaxWait time.Duration
-	// OpenPeriod returns how long the breaker stays open the n-th
-	// consecutive time it opens (n >= 1; n goes back to 0 when it closes).
-	// Default: Backoff{Initial: 5s, Max: 5min, Jitter: 0.2}.Delay.
-	OpenPeriod func(n int) time.Duration
+	// OpenPeriod is the schedule of open periods: the n-th consecutive
+	// time the breaker opens it stays open OpenPeriod's n-th delay (n goes
+	// back to 0 when it closes). Zero fields take the defaults: Initial
+	// 5 s, Max 5 min, Multiplier 2, Jitter 0.2 (a period is drawn from
+	// [0.8·d, d], so a fleet of breakers does not probe in step).
+	OpenPeriod Backoff
 	// MaxRetryAfter caps how far a callee's Retry-After hint (see
 	// WithRetryAfter) may extend an open period. Default 5 min.
 	MaxRetryAfter time.Duration
@@ -102,9 +104,8 @@ type BreakerConfig struct {
 	OnReject func(name string, state State)
 }
 
-// defaultOpenPeriod is the open period schedule used when
-// BreakerConfig.OpenPeriod is nil.
-var defaultOpenPeriod = Backoff{Initial: 5 * time.Second, Max: 5 * time.Minute, Jitter: 0.2}
+// defaultOpenPeriod holds the defaults of BreakerConfig.OpenPeriod.
+var defaultOpenPeriod = Backoff{Initial: 5 * time.Second, Max: 5 * time.Minute, Multiplier: 2, Jitter: 0.2}
 
 func (c *BreakerConfig) setDefaults() {
 	if c.WindowSize == 0 {
@@ -125,9 +126,7 @@ func (c *BreakerConfig) setDefaults() {
 	if c.HalfOpenMaxWait == 0 {
 		c.HalfOpenMaxWait = time.Minute
 	}
-	if c.OpenPeriod == nil {
-		c.OpenPeriod = defaultOpenPeriod.Delay
-	}
+	c.OpenPeriod = c.OpenPeriod.withDefaults(defaultOpenPeriod)
 	if c.MaxRetryAfter == 0 {
 		c.MaxRetryAfter = 5 * time.Minute
 	}
@@ -161,6 +160,9 @@ func (c BreakerConfig) Validate() error {
 		return errors.New("resilience: BreakerConfig.HalfOpenMaxWait must be >= 0")
 	case c.MaxRetryAfter < 0:
 		return errors.New("resilience: BreakerConfig.MaxRetryAfter must be >= 0")
+	}
+	if err := c.OpenPeriod.Validate(); err != nil {
+		return errors.New("resilience: BreakerConfig.OpenPeriod: " + err.Error()[len("resilience: "):])
 	}
 	return nil
 }
@@ -399,7 +401,7 @@ func (b *Breaker) shouldTrip(c counts) bool {
 // the failing call's Retry-After hint.
 func (b *Breaker) open(from *phase, cause error) {
 	opens := from.opens + 1
-	d := b.cfg.OpenPeriod(opens)
+	d := b.cfg.OpenPeriod.delay(opens, nil)
 	if hint, ok := RetryAfterHint(cause); ok {
 		d = max(d, min(hint, b.cfg.MaxRetryAfter)) // a hint extends, never shortens
 	}

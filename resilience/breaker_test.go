@@ -90,7 +90,7 @@ func TestBreakerCancelledContextNotCounted(t *testing.T) {
 }
 
 func TestBreakerOpenRejectsWithUntil(t *testing.T) {
-	b, _ := newTestBreaker(t, BreakerConfig{Name: "cart", MinCalls: 1, OpenPeriod: func(int) time.Duration { return 7 * time.Second }})
+	b, _ := newTestBreaker(t, BreakerConfig{Name: "cart", MinCalls: 1, OpenPeriod: fixed(7 * time.Second)})
 	call(b, errBoom)
 	_, err := b.Allow()
 	if !errors.Is(err, ErrOpen) {
@@ -113,7 +113,7 @@ func TestBreakerOpenPeriodGrowsAndResets(t *testing.T) {
 	opened := 0
 	b, clock := newTestBreaker(t, BreakerConfig{
 		MinCalls:   1,
-		OpenPeriod: Backoff{Initial: time.Second, Max: 8 * time.Second}.Delay,
+		OpenPeriod: Backoff{Initial: time.Second, Max: 8 * time.Second, Jitter: NoJitter},
 		OnStateChange: func(_ string, from, to State) {
 			if to == StateOpen {
 				opened++
@@ -197,7 +197,7 @@ func TestBreakerRetryAfterExtendsOpenPeriod(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			b, _ := newTestBreaker(t, BreakerConfig{MinCalls: 1, MaxRetryAfter: time.Minute,
-				OpenPeriod: func(int) time.Duration { return tt.period }})
+				OpenPeriod: fixed(tt.period)})
 			call(b, tt.err)
 			if got := b.Snapshot().Until.Sub(t0); got != tt.want {
 				t.Errorf("open for %v, want %v", got, tt.want)
@@ -210,7 +210,7 @@ func TestBreakerHalfOpenAdmitsExactlyNProbes(t *testing.T) {
 	for _, probes := range []int{1, 3, 10} {
 		t.Run(fmt.Sprint(probes), func(t *testing.T) {
 			b, clock := newTestBreaker(t, BreakerConfig{MinCalls: 1, HalfOpenProbes: probes,
-				OpenPeriod: func(int) time.Duration { return time.Second }})
+				OpenPeriod: fixed(time.Second)})
 			call(b, errBoom)
 			clock.Advance(time.Second)
 
@@ -252,7 +252,7 @@ func TestBreakerHalfOpenAdmitsExactlyNProbes(t *testing.T) {
 }
 
 func TestBreakerHalfOpenIgnoredProbeFreesItsSlot(t *testing.T) {
-	b, clock := newTestBreaker(t, BreakerConfig{MinCalls: 1, OpenPeriod: func(int) time.Duration { return time.Second }})
+	b, clock := newTestBreaker(t, BreakerConfig{MinCalls: 1, OpenPeriod: fixed(time.Second)})
 	call(b, errBoom)
 	clock.Advance(time.Second)
 	p, err := b.Allow()
@@ -301,7 +301,7 @@ func TestBreakerSlowCallsTrip(t *testing.T) {
 
 func TestBreakerSlowProbeReopens(t *testing.T) {
 	b, clock := newTestBreaker(t, BreakerConfig{MinCalls: 1, SlowCallDuration: time.Second,
-		OpenPeriod: func(int) time.Duration { return time.Second }})
+		OpenPeriod: fixed(time.Second)})
 	call(b, errBoom)
 	clock.Advance(time.Second)
 	p, err := b.Allow()
@@ -348,7 +348,7 @@ func TestBreakerHooks(t *testing.T) {
 	var changes []string
 	var rejects int
 	b, clock := newTestBreaker(t, BreakerConfig{
-		Name: "cart", MinCalls: 1, OpenPeriod: func(int) time.Duration { return time.Second },
+		Name: "cart", MinCalls: 1, OpenPeriod: fixed(time.Second),
 		OnStateChange: func(name string, from, to State) { changes = append(changes, name+":"+from.String()+">"+to.String()) },
 		OnReject:      func(string, State) { rejects++ },
 	})
@@ -515,7 +515,7 @@ func TestBreakerStateChangesDeliveredInOrder(t *testing.T) {
 		release = make(chan struct{})
 		tripped = make(chan struct{})
 	)
-	b, clock := newTestBreaker(t, BreakerConfig{MinCalls: 1, OpenPeriod: func(int) time.Duration { return time.Second },
+	b, clock := newTestBreaker(t, BreakerConfig{MinCalls: 1, OpenPeriod: fixed(time.Second),
 		OnStateChange: func(_ string, from, to State) {
 			mu.Lock()
 			wait := slow
@@ -546,7 +546,7 @@ func TestBreakerStateChangesDeliveredInOrder(t *testing.T) {
 }
 
 func TestBreakerExecute(t *testing.T) {
-	b, clock := newTestBreaker(t, BreakerConfig{MinCalls: 3, OpenPeriod: func(int) time.Duration { return time.Second }})
+	b, clock := newTestBreaker(t, BreakerConfig{MinCalls: 3, OpenPeriod: fixed(time.Second)})
 	if err := b.Execute(func() error { return nil }); err != nil {
 		t.Fatalf("Execute(success) = %v", err)
 	}
@@ -582,7 +582,7 @@ func TestBreakerExecuteAllocatesNothing(t *testing.T) {
 // probe's permit is counted once too.
 func TestPermitDoneTwiceCountsOnce(t *testing.T) {
 	b, clock := newTestBreaker(t, BreakerConfig{MinCalls: 1, HalfOpenProbes: 2,
-		OpenPeriod: func(int) time.Duration { return time.Second }})
+		OpenPeriod: fixed(time.Second)})
 	call(b, errBoom)
 	clock.Advance(time.Second)
 	p, err := b.Allow()

@@ -52,7 +52,7 @@ func TestProxyEndToEnd(t *testing.T) {
 		Base:           upstream,
 		AttemptTimeout: 50 * time.Millisecond,
 		Breaker: BreakerConfig{WindowSize: 10, MinCalls: 5,
-			OpenPeriod: Backoff{Initial: 40 * time.Millisecond, Max: 160 * time.Millisecond}.Delay},
+			OpenPeriod: Backoff{Initial: 40 * time.Millisecond, Max: 160 * time.Millisecond, Jitter: NoJitter}},
 		Retry: RetryConfig{MaxAttempts: 2, Backoff: Backoff{Initial: 5 * time.Millisecond}},
 	}})
 	if err != nil {

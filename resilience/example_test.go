@@ -40,7 +40,7 @@ func ExampleBreaker() {
 	clock := resiliencetest.NewClock(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC))
 	b, _ := resilience.NewBreaker(resilience.BreakerConfig{
 		Name: "payment", WindowSize: 10, MinCalls: 4, Clock: clock,
-		OpenPeriod: resilience.Backoff{Initial: 10 * time.Second, Max: time.Minute}.Delay,
+		OpenPeriod: resilience.Backoff{Initial: 10 * time.Second, Max: time.Minute, Jitter: resilience.NoJitter},
 		OnStateChange: func(name string, from, to resilience.State) {
 			fmt.Printf("%s: %v -> %v\n", name, from, to)
 		},
@@ -88,7 +88,7 @@ func ExampleNewProxy() {
 	target, _ := url.Parse(cart.URL)
 	proxy, _ := resilience.NewProxy(target, resilience.ProxyConfig{Transport: resilience.TransportConfig{
 		Base:    base,
-		Breaker: resilience.BreakerConfig{MinCalls: 2, OpenPeriod: func(int) time.Duration { return 30 * time.Second }},
+		Breaker: resilience.BreakerConfig{MinCalls: 2, OpenPeriod: resilience.Backoff{Initial: 30 * time.Second, Multiplier: 1, Jitter: resilience.NoJitter}},
 	}})
 	for range 3 {
 		rec := httptest.NewRecorder()

@@ -314,7 +314,7 @@ func TestProxyFailsFastWhileOpenAndRecovers(t *testing.T) {
 	clock := resiliencetest.NewClock(t0)
 	proxy, err := NewProxy(target, ProxyConfig{Transport: TransportConfig{
 		Clock:   clock,
-		Breaker: BreakerConfig{MinCalls: 2, OpenPeriod: func(int) time.Duration { return 10 * time.Second }},
+		Breaker: BreakerConfig{MinCalls: 2, OpenPeriod: fixed(10 * time.Second)},
 		Retry:   RetryConfig{MaxAttempts: 1},
 	}})
 	if err != nil {
@@ -408,7 +408,7 @@ func TestProxyRetryAfterWhileHalfOpen(t *testing.T) {
 			clock := resiliencetest.NewClock(t0)
 			proxy, err := NewProxy(target, ProxyConfig{Transport: TransportConfig{
 				Base: base, Clock: clock, AttemptTimeout: tt.attemptTimeout,
-				Breaker: BreakerConfig{MinCalls: 1, HalfOpenMaxWait: time.Minute, OpenPeriod: func(int) time.Duration { return time.Second }},
+				Breaker: BreakerConfig{MinCalls: 1, HalfOpenMaxWait: time.Minute, OpenPeriod: fixed(time.Second)},
 				Retry:   RetryConfig{MaxAttempts: 1},
 			}})
 			if err != nil {

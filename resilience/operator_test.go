@@ -10,7 +10,7 @@ import (
 
 func TestBreakerForceOpen(t *testing.T) {
 	var changes []string
-	b, clock := newTestBreaker(t, BreakerConfig{Name: "payment", MinCalls: 1, OpenPeriod: func(int) time.Duration { return time.Second },
+	b, clock := newTestBreaker(t, BreakerConfig{Name: "payment", MinCalls: 1, OpenPeriod: fixed(time.Second),
 		OnStateChange: func(_ string, from, to State) { changes = append(changes, from.String()+">"+to.String()) }})
 	b.ForceOpen()
 	b.ForceOpen() // already forced: no change
@@ -37,7 +37,7 @@ func TestBreakerForceOpen(t *testing.T) {
 }
 
 func TestBreakerForceOpenStopsTheOpenTimer(t *testing.T) {
-	b, clock := newTestBreaker(t, BreakerConfig{MinCalls: 1, OpenPeriod: func(int) time.Duration { return time.Second }})
+	b, clock := newTestBreaker(t, BreakerConfig{MinCalls: 1, OpenPeriod: fixed(time.Second)})
 	call(b, errBoom)
 	b.ForceOpen()
 	clock.Advance(time.Second) // the open period's timer must not end the forced state
@@ -65,7 +65,7 @@ func TestBreakerForceClosed(t *testing.T) {
 }
 
 func TestBreakerReleaseClosesAnOpenBreaker(t *testing.T) {
-	b, clock := newTestBreaker(t, BreakerConfig{MinCalls: 1, OpenPeriod: func(int) time.Duration { return time.Minute }})
+	b, clock := newTestBreaker(t, BreakerConfig{MinCalls: 1, OpenPeriod: fixed(time.Minute)})
 	call(b, errBoom)
 	b.Release()
 	if !call(b, nil) || b.State() != StateClosed {
@@ -94,7 +94,7 @@ func TestRetryDoesNotRetryIntoForcedOpenBreaker(t *testing.T) {
 // Probes that never finish must not keep a breaker half-open.
 func TestBreakerHalfOpenMaxWait(t *testing.T) {
 	b, clock := newTestBreaker(t, BreakerConfig{MinCalls: 1, HalfOpenMaxWait: 10 * time.Second,
-		OpenPeriod: func(int) time.Duration { return time.Second }})
+		OpenPeriod: fixed(time.Second)})
 	call(b, errBoom)
 	clock.Advance(time.Second)
 	stuck, err := b.Allow() // a probe that hangs

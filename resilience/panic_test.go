@@ -33,7 +33,7 @@ func openThenHalfOpen(t *testing.T, b *Breaker, clock *resiliencetest.Clock) {
 // A half-open probe whose function panics must count as a failed probe
 // and give its slot back: the breaker opens again, and recovers later.
 func TestPipelinePanickingProbeDoesNotWedgeBreaker(t *testing.T) {
-	b, clock := newTestBreaker(t, BreakerConfig{MinCalls: 1, OpenPeriod: func(int) time.Duration { return time.Second }})
+	b, clock := newTestBreaker(t, BreakerConfig{MinCalls: 1, OpenPeriod: fixed(time.Second)})
 	bh, err := NewBulkhead(BulkheadConfig{MaxConcurrent: 1, Clock: clock})
 	if err != nil {
 		t.Fatal(err)
@@ -68,7 +68,7 @@ func TestPipelinePanickingProbeDoesNotWedgeBreaker(t *testing.T) {
 }
 
 func TestBreakerPanickingClassifierDoesNotWedge(t *testing.T) {
-	b, clock := newTestBreaker(t, BreakerConfig{MinCalls: 1, OpenPeriod: func(int) time.Duration { return time.Second },
+	b, clock := newTestBreaker(t, BreakerConfig{MinCalls: 1, OpenPeriod: fixed(time.Second),
 		Classify: func(err error) Class {
 			if errors.Is(err, errBoom) {
 				return ClassTransient
@@ -96,7 +96,7 @@ func TestBreakerPanickingClassifierDoesNotWedge(t *testing.T) {
 // no timer armed to move it to half-open.
 func TestBreakerPanickingHookDoesNotWedge(t *testing.T) {
 	panicked := false
-	b, clock := newTestBreaker(t, BreakerConfig{MinCalls: 1, OpenPeriod: func(int) time.Duration { return time.Second },
+	b, clock := newTestBreaker(t, BreakerConfig{MinCalls: 1, OpenPeriod: fixed(time.Second),
 		OnStateChange: func(_ string, _, to State) {
 			if to == StateOpen && !panicked {
 				panicked = true

@@ -17,8 +17,8 @@ type RetryConfig struct {
 	// more than MaxElapsed after the first. The context's deadline is
 	// always honoured as well: no back-off sleeps past it.
 	MaxElapsed time.Duration
-	// Backoff is the delay schedule. Zero value: Initial 100 ms, Max 10 s,
-	// Multiplier 2, Jitter 1 (full jitter).
+	// Backoff is the delay schedule. Zero fields take the defaults:
+	// Initial 100 ms, Max 10 s, Multiplier 2, Jitter 1 (full jitter).
 	Backoff Backoff
 	// MaxRetryAfter caps how long a callee's Retry-After hint (see
 	// WithRetryAfter) may make a retry wait. Default: the back-off's Max.
@@ -37,6 +37,8 @@ type RetryConfig struct {
 	OnRetry func(attempt int, err error, delay time.Duration)
 }
 
+// defaultBackoff holds the defaults of RetryConfig.Backoff, and of a
+// Backoff used on its own.
 var defaultBackoff = Backoff{Initial: 100 * time.Millisecond, Max: 10 * time.Second, Multiplier: 2, Jitter: 1}
 
 // Validate reports settings that cannot work.
@@ -49,8 +51,8 @@ func (c RetryConfig) Validate() error {
 	case c.MaxRetryAfter < 0:
 		return errors.New("resilience: RetryConfig.MaxRetryAfter must be >= 0")
 	}
-	if c.Backoff != (Backoff{}) {
-		return c.Backoff.Validate()
+	if err := c.Backoff.Validate(); err != nil {
+		return errors.New("resilience: RetryConfig.Backoff: " + err.Error()[len("resilience: "):])
 	}
 	return nil
 }
@@ -69,14 +71,9 @@ func NewRetry(cfg RetryConfig) (*Retry, error) {
 	if cfg.MaxAttempts == 0 {
 		cfg.MaxAttempts = 3
 	}
-	if cfg.Backoff == (Backoff{}) {
-		cfg.Backoff = defaultBackoff
-	}
+	cfg.Backoff = cfg.Backoff.withDefaults(defaultBackoff)
 	if cfg.MaxRetryAfter == 0 {
 		cfg.MaxRetryAfter = cfg.Backoff.Max
-		if cfg.MaxRetryAfter == 0 {
-			cfg.MaxRetryAfter = defaultBackoff.Max
-		}
 	}
 	if cfg.Classify == nil {
 		cfg.Classify = Classify

@@ -180,7 +180,7 @@ func TestRetryDoesNotRetryIntoOpenBreaker(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			clock := resiliencetest.NewClock(t0)
-			b, err := NewBreaker(BreakerConfig{MinCalls: 1, Clock: clock, OpenPeriod: func(int) time.Duration { return 4 * time.Second }})
+			b, err := NewBreaker(BreakerConfig{MinCalls: 1, Clock: clock, OpenPeriod: fixed(4 * time.Second)})
 			if err != nil {
 				t.Fatal(err)
 			}
