@@ -226,6 +226,14 @@ func (b *Breaker) newClosed() *phase {
 	return p
 }
 
+// clock returns the breaker's clock; nil for a nil breaker.
+func (b *Breaker) clock() Clock {
+	if b == nil {
+		return nil
+	}
+	return b.cfg.Clock
+}
+
 // Name returns the breaker's name.
 func (b *Breaker) Name() string { return b.cfg.Name }
 

@@ -59,6 +59,14 @@ func NewBulkhead(cfg BulkheadConfig) (*Bulkhead, error) {
 	return &Bulkhead{cfg: cfg, slots: make(chan struct{}, cfg.MaxConcurrent)}, nil
 }
 
+// clock returns the bulkhead's clock; nil for a nil bulkhead.
+func (b *Bulkhead) clock() Clock {
+	if b == nil {
+		return nil
+	}
+	return b.cfg.Clock
+}
+
 // Acquire takes a slot, waiting in the queue if there is room there. It
 // returns an error that Is ErrBulkheadFull when rejected, or the context's
 // cause if it ends first. Every nil return must be paired with Release.

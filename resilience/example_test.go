@@ -17,7 +17,7 @@ import (
 // fake clock here, so the example takes no time.
 func ExampleDo() {
 	clock := resiliencetest.NewAutoClock(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC))
-	retry, _ := resilience.NewRetry(resilience.RetryConfig{MaxAttempts: 5, Clock: clock})
+	retry, _ := resilience.NewRetry(resilience.RetryConfig{MaxAttempts: 5})
 	breaker, _ := resilience.NewBreaker(resilience.BreakerConfig{Name: "stock", Clock: clock})
 	p := &resilience.Pipeline{Retry: retry, Breaker: breaker, AttemptTimeout: 2 * time.Second}
 

@@ -32,8 +32,9 @@ type TransportConfig struct {
 	// are retried (if the request may be) and count against the breaker.
 	// Default: 5xx other than 501 and 505, and 429 Too Many Requests.
 	IsFailure func(*http.Response) bool
-	// Clock drives all the policies; it overrides the clocks in Breaker and
-	// Retry. Default the system clock.
+	// Clock is the one clock of the transport: its breakers', its
+	// back-off's and its attempt timeouts'. Breaker.Clock must be left nil.
+	// Default the system clock.
 	Clock Clock
 }
 
@@ -50,8 +51,11 @@ type Transport struct {
 
 // NewTransport returns a Transport.
 func NewTransport(cfg TransportConfig) (*Transport, error) {
+	if cfg.Breaker.Clock != nil {
+		return nil, errors.New("resilience: set TransportConfig.Clock, not TransportConfig.Breaker.Clock: a transport has one clock")
+	}
 	cfg.Clock = clockOr(cfg.Clock)
-	cfg.Breaker.Clock, cfg.Retry.Clock = cfg.Clock, cfg.Clock
+	cfg.Breaker.Clock = cfg.Clock
 	if err := cfg.Breaker.Validate(); err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package resilience
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -25,9 +26,40 @@ type Pipeline struct {
 	Retry          *Retry
 	Breaker        *Breaker
 	AttemptTimeout time.Duration
-	// Clock drives the timeouts; the default is the system clock. Retry,
-	// Breaker and Bulkhead use their own configured clocks.
+	// Clock drives the timeouts and the retry's back-off. Default: the
+	// Breaker's clock, else the Bulkhead's, else the system clock. A
+	// pipeline runs on one clock: if Clock, the Breaker's and the
+	// Bulkhead's are not all the same, Do fails without calling.
 	Clock Clock
+}
+
+// errClocks is Do's answer to a pipeline whose parts keep different time.
+var errClocks = errors.New("resilience: a Pipeline's Clock, its Breaker's and its Bulkhead's clocks differ: give them one clock")
+
+// clock returns the pipeline's one clock.
+func (p *Pipeline) clock() (Clock, error) {
+	c := p.Clock
+	for _, part := range [2]Clock{p.Breaker.clock(), p.Bulkhead.clock()} {
+		switch {
+		case part == nil:
+		case c == nil:
+			c = part
+		case !sameClock(c, part):
+			return nil, errClocks
+		}
+	}
+	return clockOr(c), nil
+}
+
+// sameClock reports whether a and b are the same clock; a clock of a type
+// that cannot be compared is only the same as itself by chance, so false.
+func sameClock(a, b Clock) (same bool) {
+	defer func() {
+		if recover() != nil {
+			same = false
+		}
+	}()
+	return a == b
 }
 
 // Do calls fn through the pipeline p and returns its result. fn must honour
@@ -43,6 +75,11 @@ func Do[T any](ctx context.Context, p *Pipeline, fn func(context.Context) (T, er
 	if p == nil {
 		return fn(ctx)
 	}
+	clock, err := p.clock()
+	if err != nil {
+		var zero T
+		return zero, err
+	}
 	if p.Bulkhead != nil {
 		if err := p.Bulkhead.Acquire(ctx); err != nil {
 			var zero T
@@ -51,14 +88,14 @@ func Do[T any](ctx context.Context, p *Pipeline, fn func(context.Context) (T, er
 		defer p.Bulkhead.Release()
 	}
 	if p.Timeout > 0 {
-		tc := newDeadlineCtx(ctx, clockOr(p.Clock), p.Timeout)
+		tc := newDeadlineCtx(ctx, clock, p.Timeout)
 		defer tc.release()
 		ctx = tc
 	}
 	if p.Retry == nil {
-		return attempt(ctx, p, fn)
+		return attempt(ctx, p, clock, fn)
 	}
-	return retry(ctx, p, fn)
+	return retry(ctx, p, clock, fn)
 }
 
 // Run is Do for a function with no result.
@@ -69,17 +106,17 @@ func (p *Pipeline) Run(ctx context.Context, fn func(context.Context) error) erro
 	return err
 }
 
-func retry[T any](ctx context.Context, p *Pipeline, fn func(context.Context) (T, error)) (T, error) {
+func retry[T any](ctx context.Context, p *Pipeline, clock Clock, fn func(context.Context) (T, error)) (T, error) {
 	r := p.Retry
 	if r.cfg.Budget != nil {
 		r.cfg.Budget.call()
 	}
 	var start time.Time
 	if r.cfg.MaxElapsed > 0 {
-		start = r.cfg.Clock.Now()
+		start = clock.Now()
 	}
 	for n := 1; ; n++ {
-		v, err := attempt(ctx, p, fn)
+		v, err := attempt(ctx, p, clock, fn)
 		if err == nil {
 			return v, nil
 		}
@@ -87,17 +124,17 @@ func retry[T any](ctx context.Context, p *Pipeline, fn func(context.Context) (T,
 		if p.Breaker != nil {
 			notBefore = p.Breaker.notBefore()
 		}
-		d, stop := r.next(ctx, n, start, notBefore, err)
+		d, stop := r.next(ctx, clock.Now(), n, start, notBefore, err)
 		if stop != nil {
 			return v, stop
 		}
-		if cause := sleep(ctx, r.cfg.Clock, d); cause != nil {
+		if cause := sleep(ctx, clock, d); cause != nil {
 			return v, &interruptedError{cause: cause, last: err}
 		}
 	}
 }
 
-func attempt[T any](ctx context.Context, p *Pipeline, fn func(context.Context) (T, error)) (v T, err error) {
+func attempt[T any](ctx context.Context, p *Pipeline, clock Clock, fn func(context.Context) (T, error)) (v T, err error) {
 	var permit Permit
 	if p.Breaker != nil {
 		if permit, err = p.Breaker.Allow(); err != nil {
@@ -106,7 +143,7 @@ func attempt[T any](ctx context.Context, p *Pipeline, fn func(context.Context) (
 	}
 	var tc *deadlineCtx
 	if p.AttemptTimeout > 0 {
-		tc = newDeadlineCtx(ctx, clockOr(p.Clock), p.AttemptTimeout)
+		tc = newDeadlineCtx(ctx, clock, p.AttemptTimeout)
 		ctx = tc
 	}
 	returned := false

@@ -49,7 +49,7 @@ func TestAttemptTimeout(t *testing.T) {
 
 func TestAttemptTimeoutIsRetried(t *testing.T) {
 	clock := resiliencetest.NewClock(t0)
-	r, err := NewRetry(RetryConfig{MaxAttempts: 2, Clock: clock, Backoff: Backoff{Initial: time.Second}})
+	r, err := NewRetry(RetryConfig{MaxAttempts: 2, Backoff: Backoff{Initial: time.Second}})
 	if err != nil {
 		t.Fatal(err)
 	}

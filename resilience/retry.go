@@ -30,8 +30,6 @@ type RetryConfig struct {
 	// Budget, if set, caps retries to a ratio of calls (shared by every
 	// Retry that holds it).
 	Budget *RetryBudget
-	// Clock defaults to the system clock.
-	Clock Clock
 	// OnRetry, if set, is called before each back-off sleep with the number
 	// of the attempt that failed, its error and the delay.
 	OnRetry func(attempt int, err error, delay time.Duration)
@@ -57,7 +55,8 @@ func (c RetryConfig) Validate() error {
 	return nil
 }
 
-// Retry is a retry policy. Use it through a Pipeline.
+// Retry is a retry policy. Use it through a Pipeline, whose clock it runs
+// on.
 type Retry struct {
 	cfg    RetryConfig
 	random func() float64 // jitter source; nil: math/rand/v2 (tests set it)
@@ -78,7 +77,6 @@ func NewRetry(cfg RetryConfig) (*Retry, error) {
 	if cfg.Classify == nil {
 		cfg.Classify = Classify
 	}
-	cfg.Clock = clockOr(cfg.Clock)
 	return &Retry{cfg: cfg}, nil
 }
 
@@ -86,11 +84,10 @@ func NewRetry(cfg RetryConfig) (*Retry, error) {
 // one, or the error to give up with. notBefore, if set, is when the
 // pipeline's breaker will admit a probe: a retry that would reach an open
 // breaker gives up now rather than be rejected (or wait) there.
-func (r *Retry) next(ctx context.Context, attempt int, start, notBefore time.Time, err error) (time.Duration, error) {
+func (r *Retry) next(ctx context.Context, now time.Time, attempt int, start, notBefore time.Time, err error) (time.Duration, error) {
 	if c := r.cfg.Classify(err); (c != ClassTransient && c != ClassNotReady) || ctx.Err() != nil || attempt >= r.cfg.MaxAttempts {
 		return 0, err
 	}
-	now := r.cfg.Clock.Now()
 	d := r.cfg.Backoff.delay(attempt, r.random)
 	if hint, ok := RetryAfterHint(err); ok {
 		d = max(d, min(hint, r.cfg.MaxRetryAfter)) // never below the back-off, never past the cap

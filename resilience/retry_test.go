@@ -22,10 +22,11 @@ func failing(calls *int, errs ...error) func(context.Context) (int, error) {
 	}
 }
 
+// newTestRetry returns a retry without jitter, and an automatic fake clock
+// for the pipeline that runs it.
 func newTestRetry(t *testing.T, cfg RetryConfig) (*Retry, *resiliencetest.Clock) {
 	t.Helper()
 	clock := resiliencetest.NewAutoClock(t0)
-	cfg.Clock = clock
 	r, err := NewRetry(cfg)
 	if err != nil {
 		t.Fatalf("NewRetry: %v", err)
@@ -50,9 +51,9 @@ func TestRetryClasses(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r, _ := newTestRetry(t, RetryConfig{MaxAttempts: 3})
+			r, clock := newTestRetry(t, RetryConfig{MaxAttempts: 3})
 			calls := 0
-			_, err := Do(context.Background(), &Pipeline{Retry: r}, failing(&calls, tt.errs...))
+			_, err := Do(context.Background(), &Pipeline{Retry: r, Clock: clock}, failing(&calls, tt.errs...))
 			if calls != tt.wantCalls {
 				t.Errorf("calls = %d, want %d", calls, tt.wantCalls)
 			}
@@ -69,7 +70,7 @@ func TestRetryBacksOffExponentially(t *testing.T) {
 		Backoff: Backoff{Initial: time.Second, Max: 5 * time.Second},
 		OnRetry: func(_ int, _ error, d time.Duration) { delays = append(delays, d) }})
 	calls := 0
-	_, err := Do(context.Background(), &Pipeline{Retry: r}, failing(&calls, errBoom, errBoom, errBoom, errBoom, errBoom))
+	_, err := Do(context.Background(), &Pipeline{Retry: r, Clock: clock}, failing(&calls, errBoom, errBoom, errBoom, errBoom, errBoom))
 	if !errors.Is(err, errBoom) {
 		t.Fatalf("err = %v, want errBoom", err)
 	}
@@ -99,7 +100,7 @@ func TestRetryRespectsDeadline(t *testing.T) {
 	ctx, cancel := context.WithDeadline(context.Background(), t0.Add(3500*time.Millisecond))
 	defer cancel()
 	calls := 0
-	_, err := Do(ctx, &Pipeline{Retry: r}, failing(&calls, errBoom, errBoom, errBoom, errBoom))
+	_, err := Do(ctx, &Pipeline{Retry: r, Clock: clock}, failing(&calls, errBoom, errBoom, errBoom, errBoom))
 	// Attempts at 0s, 1s, 3s; the next would start at 7s, past the deadline.
 	if calls != 3 || !errors.Is(err, errBoom) {
 		t.Errorf("calls = %d, err = %v; want 3 calls and errBoom", calls, err)
@@ -112,7 +113,7 @@ func TestRetryRespectsDeadline(t *testing.T) {
 func TestRetryMaxElapsed(t *testing.T) {
 	r, clock := newTestRetry(t, RetryConfig{MaxAttempts: 10, MaxElapsed: 2 * time.Second, Backoff: Backoff{Initial: time.Second}})
 	calls := 0
-	Do(context.Background(), &Pipeline{Retry: r}, failing(&calls, errBoom, errBoom, errBoom))
+	Do(context.Background(), &Pipeline{Retry: r, Clock: clock}, failing(&calls, errBoom, errBoom, errBoom))
 	if calls != 2 || clock.Now().Sub(t0) != time.Second {
 		t.Errorf("calls = %d after %v, want 2 after 1s", calls, clock.Now().Sub(t0))
 	}
@@ -121,7 +122,7 @@ func TestRetryMaxElapsed(t *testing.T) {
 func TestRetryHonoursRetryAfter(t *testing.T) {
 	r, clock := newTestRetry(t, RetryConfig{Backoff: Backoff{Initial: time.Millisecond}})
 	calls := 0
-	v, err := Do(context.Background(), &Pipeline{Retry: r}, failing(&calls, WithRetryAfter(errBoom, 7*time.Second)))
+	v, err := Do(context.Background(), &Pipeline{Retry: r, Clock: clock}, failing(&calls, WithRetryAfter(errBoom, 7*time.Second)))
 	if err != nil || v != 2 {
 		t.Fatalf("Do = %v, %v; want 2, nil", v, err)
 	}
@@ -133,7 +134,7 @@ func TestRetryHonoursRetryAfter(t *testing.T) {
 	ctx, cancel := context.WithDeadline(context.Background(), clock.Now().Add(5*time.Second))
 	defer cancel()
 	calls = 0
-	_, err = Do(ctx, &Pipeline{Retry: r}, failing(&calls, WithRetryAfter(errBoom, 7*time.Second)))
+	_, err = Do(ctx, &Pipeline{Retry: r, Clock: clock}, failing(&calls, WithRetryAfter(errBoom, 7*time.Second)))
 	if calls != 1 || !errors.Is(err, errBoom) {
 		t.Errorf("calls = %d, err = %v; want 1 call, errBoom", calls, err)
 	}
@@ -144,11 +145,11 @@ func TestRetryBudgetCapsRetries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, _ := newTestRetry(t, RetryConfig{MaxAttempts: 3, Budget: budget, Backoff: Backoff{Initial: time.Millisecond}})
+	r, clock := newTestRetry(t, RetryConfig{MaxAttempts: 3, Budget: budget, Backoff: Backoff{Initial: time.Millisecond}})
 	calls, exhausted := 0, 0
 	always := func(context.Context) (int, error) { calls++; return 0, errBoom }
 	for range 100 {
-		_, err := Do(context.Background(), &Pipeline{Retry: r}, always)
+		_, err := Do(context.Background(), &Pipeline{Retry: r, Clock: clock}, always)
 		if !errors.Is(err, errBoom) {
 			t.Fatalf("err = %v, want it to wrap errBoom", err)
 		}
@@ -184,7 +185,7 @@ func TestRetryDoesNotRetryIntoOpenBreaker(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			r, err := NewRetry(RetryConfig{MaxAttempts: 3, Clock: clock, Backoff: Backoff{Initial: tt.backoff}})
+			r, err := NewRetry(RetryConfig{MaxAttempts: 3, Backoff: Backoff{Initial: tt.backoff}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -213,14 +214,14 @@ func TestRetryDoesNotRetryIntoOpenBreaker(t *testing.T) {
 
 func TestRetryStopsWhenContextEndsDuringBackoff(t *testing.T) {
 	clock := resiliencetest.NewClock(t0)
-	r, err := NewRetry(RetryConfig{Clock: clock, Backoff: Backoff{Initial: time.Hour}})
+	r, err := NewRetry(RetryConfig{Backoff: Backoff{Initial: time.Hour}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() {
-		_, err := Do(ctx, &Pipeline{Retry: r}, func(context.Context) (int, error) { return 0, errBoom })
+		_, err := Do(ctx, &Pipeline{Retry: r, Clock: clock}, func(context.Context) (int, error) { return 0, errBoom })
 		done <- err
 	}()
 	if err := clock.WaitTimers(context.Background(), 1); err != nil {
@@ -288,7 +289,7 @@ func TestRetryAfterHintIsBounded(t *testing.T) {
 				Backoff: Backoff{Initial: time.Second, Max: 5 * time.Second},
 				OnRetry: func(_ int, _ error, d time.Duration) { delays = append(delays, d) }})
 			calls := 0
-			if _, err := Do(context.Background(), &Pipeline{Retry: r}, failing(&calls, WithRetryAfter(errBoom, tt.hint))); err != nil {
+			if _, err := Do(context.Background(), &Pipeline{Retry: r, Clock: clock}, failing(&calls, WithRetryAfter(errBoom, tt.hint))); err != nil {
 				t.Fatal(err)
 			}
 			if got := clock.Now().Sub(t0); got != tt.want || len(delays) != 1 || delays[0] != tt.want {
