@@ -28,7 +28,7 @@ func TestBackoffPartialSettingsKeepDefaults(t *testing.T) {
 	}
 
 	r, _ := newTestRetry(t, RetryConfig{Backoff: Backoff{Initial: 50 * time.Millisecond}})
-	if got := r.cfg.Backoff.delay(40, r.random); got != 10*time.Second {
+	if got := r.backoff().delay(40, r.random); got != 10*time.Second {
 		t.Errorf("retry with Backoff{Initial: 50ms}: delay(40) = %v, want the default cap 10s", got)
 	}
 

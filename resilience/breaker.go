@@ -174,8 +174,12 @@ func within(x, lo, hi float64) bool { return x >= lo && x <= hi }
 // Breaker is a circuit breaker. It is safe for concurrent use; its state
 // lives in one atomic pointer to an immutable-per-period record, so the
 // closed path takes no lock.
+//
+// The zero Breaker is ready to use, with the defaults of a zero
+// BreakerConfig; NewBreaker makes one from a validated config.
 type Breaker struct {
-	cfg   BreakerConfig
+	cfg   BreakerConfig // read only after load has returned
+	once  sync.Once
 	phase atomic.Pointer[phase]
 
 	// mu orders transitions and their hooks; calls never take it unless
@@ -210,10 +214,27 @@ func NewBreaker(cfg BreakerConfig) (*Breaker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	cfg.setDefaults()
 	b := &Breaker{cfg: cfg}
-	b.phase.Store(b.newClosed())
+	b.init()
 	return b, nil
+}
+
+// load returns the current phase, setting the breaker up on first use.
+func (b *Breaker) load() *phase {
+	if p := b.phase.Load(); p != nil {
+		return p
+	}
+	return b.init()
+}
+
+// init fills in the config's defaults and starts closed, once: for
+// NewBreaker, and for a zero Breaker on its first use.
+func (b *Breaker) init() *phase {
+	b.once.Do(func() {
+		b.cfg.setDefaults()
+		b.phase.Store(b.newClosed())
+	})
+	return b.phase.Load()
 }
 
 func (b *Breaker) newClosed() *phase {
@@ -231,14 +252,18 @@ func (b *Breaker) clock() Clock {
 	if b == nil {
 		return nil
 	}
+	b.load()
 	return b.cfg.Clock
 }
 
 // Name returns the breaker's name.
-func (b *Breaker) Name() string { return b.cfg.Name }
+func (b *Breaker) Name() string {
+	b.load()
+	return b.cfg.Name
+}
 
 // State returns the current state.
-func (b *Breaker) State() State { return b.phase.Load().state }
+func (b *Breaker) State() State { return b.load().state }
 
 // Permit is a breaker's leave to make one call. Report the call's error
 // with Done; Execute does both.
@@ -253,7 +278,7 @@ type Permit struct {
 // (an *OpenError) when the breaker is open, or half-open with all its
 // probes taken.
 func (b *Breaker) Allow() (Permit, error) {
-	p := b.phase.Load()
+	p := b.load()
 	switch p.state {
 	case StateClosed:
 		if b.cfg.SlowCallDuration > 0 {
@@ -438,24 +463,31 @@ func (b *Breaker) newHalfOpen(opens int) *phase {
 // the callee is down, or must be left alone. It reports the change to
 // OnStateChange like any other.
 func (b *Breaker) ForceOpen() {
+	b.load()
 	b.force(&phase{state: StateForcedOpen, reject: &OpenError{Name: b.cfg.Name, State: StateForcedOpen}})
 }
 
 // ForceClosed lets every call through from now on, counting nothing, until
 // Release or ForceOpen: for an operator who knows better than the failure
 // rate (a callee that fails in a way that does not matter today).
-func (b *Breaker) ForceClosed() { b.force(&phase{state: StateForcedClosed}) }
+func (b *Breaker) ForceClosed() {
+	b.load()
+	b.force(&phase{state: StateForcedClosed})
+}
 
 // Release hands the breaker back to its own rules: closed, with an empty
 // window and its count of consecutive opens at zero, whatever its state was
 // (forced or not). An open breaker released closes at once.
-func (b *Breaker) Release() { b.force(b.newClosed()) }
+func (b *Breaker) Release() {
+	b.load()
+	b.force(b.newClosed())
+}
 
 // force makes to the current phase, whatever the current one is; a breaker
 // already forced into to's state is left as it is.
 func (b *Breaker) force(to *phase) {
 	for {
-		from := b.phase.Load()
+		from := b.load()
 		if from.state == to.state && to.state != StateClosed {
 			return
 		}
@@ -524,7 +556,7 @@ func (b *Breaker) report() {
 // the open period, the end of time while forced open, the zero time
 // otherwise (closed; half-open, where the probes will decide soon).
 func (b *Breaker) notBefore() time.Time {
-	switch p := b.phase.Load(); p.state {
+	switch p := b.load(); p.state {
 	case StateOpen:
 		return p.until
 	case StateForcedOpen:
@@ -550,7 +582,7 @@ type BreakerSnapshot struct {
 
 // Snapshot returns the breaker's current state and counts.
 func (b *Breaker) Snapshot() BreakerSnapshot {
-	p := b.phase.Load()
+	p := b.load()
 	s := BreakerSnapshot{Name: b.cfg.Name, State: p.state, Opens: p.opens, Until: p.until}
 	var c counts
 	switch {

@@ -42,8 +42,12 @@ type TransportConfig struct {
 // each host and retries idempotent requests with back-off. A failed
 // response (see IsFailure) is returned as the response once the retries are
 // spent; a breaker rejection is an error that Is ErrOpen.
+//
+// The zero Transport is ready to use, with the defaults of a zero
+// TransportConfig; NewTransport makes one from a validated config.
 type Transport struct {
-	cfg      TransportConfig
+	once     sync.Once
+	cfg      TransportConfig // read only after init
 	retry    *Retry
 	mu       sync.Mutex
 	breakers map[string]*Breaker
@@ -54,25 +58,35 @@ func NewTransport(cfg TransportConfig) (*Transport, error) {
 	if cfg.Breaker.Clock != nil {
 		return nil, errors.New("resilience: set TransportConfig.Clock, not TransportConfig.Breaker.Clock: a transport has one clock")
 	}
-	cfg.Clock = clockOr(cfg.Clock)
-	cfg.Breaker.Clock = cfg.Clock
 	if err := cfg.Breaker.Validate(); err != nil {
 		return nil, err
 	}
 	if cfg.AttemptTimeout < 0 {
 		return nil, errors.New("resilience: TransportConfig.AttemptTimeout must be >= 0")
 	}
-	r, err := NewRetry(cfg.Retry)
-	if err != nil {
+	if err := cfg.Retry.Validate(); err != nil {
 		return nil, err
 	}
-	if cfg.Base == nil {
-		cfg.Base = http.DefaultTransport
-	}
-	if cfg.IsFailure == nil {
-		cfg.IsFailure = IsFailureStatus
-	}
-	return &Transport{cfg: cfg, retry: r, breakers: make(map[string]*Breaker)}, nil
+	t := &Transport{cfg: cfg}
+	t.init()
+	return t, nil
+}
+
+// init fills in the defaults, once: for NewTransport, and for a zero
+// Transport on its first use.
+func (t *Transport) init() {
+	t.once.Do(func() {
+		t.cfg.Clock = clockOr(t.cfg.Clock)
+		t.cfg.Breaker.Clock = t.cfg.Clock
+		if t.cfg.Base == nil {
+			t.cfg.Base = http.DefaultTransport
+		}
+		if t.cfg.IsFailure == nil {
+			t.cfg.IsFailure = IsFailureStatus
+		}
+		t.retry = &Retry{cfg: t.cfg.Retry}
+		t.breakers = make(map[string]*Breaker)
+	})
 }
 
 // IsFailureStatus is the default TransportConfig.IsFailure: 429 and the 5xx
@@ -92,6 +106,7 @@ func IsFailureStatus(resp *http.Response) bool {
 // Breaker returns the breaker of host (as in URL.Host), creating it if
 // need be.
 func (t *Transport) Breaker(host string) *Breaker {
+	t.init()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	b := t.breakers[host]
@@ -106,6 +121,7 @@ func (t *Transport) Breaker(host string) *Breaker {
 
 // Snapshots returns a snapshot of every host's breaker.
 func (t *Transport) Snapshots() []BreakerSnapshot {
+	t.init()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	out := make([]BreakerSnapshot, 0, len(t.breakers))
@@ -117,6 +133,7 @@ func (t *Transport) Snapshots() []BreakerSnapshot {
 
 // RoundTrip implements http.RoundTripper.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	t.init()
 	p := Pipeline{Breaker: t.Breaker(req.URL.Host), Clock: t.cfg.Clock}
 	if replayable(req) {
 		p.Retry = t.retry

@@ -65,8 +65,15 @@ func NewProxy(target *url.URL, cfg ProxyConfig) (*Proxy, error) {
 	return p, nil
 }
 
-// ServeHTTP implements http.Handler.
-func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) { p.rp.ServeHTTP(w, r) }
+// ServeHTTP implements http.Handler. A zero Proxy has no target: it
+// answers 500 with a problem details body.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if p.rp == nil {
+		problem.Write(w, problem.New(http.StatusInternalServerError, "the proxy has no target: make it with resilience.NewProxy"))
+		return
+	}
+	p.rp.ServeHTTP(w, r)
+}
 
 // Transport returns the proxy's transport.
 func (p *Proxy) Transport() *Transport { return p.transport }

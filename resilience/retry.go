@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -57,6 +58,10 @@ func (c RetryConfig) Validate() error {
 
 // Retry is a retry policy. Use it through a Pipeline, whose clock it runs
 // on.
+//
+// The zero Retry is ready to use, with the defaults of a zero RetryConfig;
+// NewRetry makes one from a validated config. Defaults are read where they
+// are used, on the failure path, so both behave alike.
 type Retry struct {
 	cfg    RetryConfig
 	random func() float64 // jitter source; nil: math/rand/v2 (tests set it)
@@ -67,17 +72,24 @@ func NewRetry(cfg RetryConfig) (*Retry, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if cfg.MaxAttempts == 0 {
-		cfg.MaxAttempts = 3
-	}
-	cfg.Backoff = cfg.Backoff.withDefaults(defaultBackoff)
-	if cfg.MaxRetryAfter == 0 {
-		cfg.MaxRetryAfter = cfg.Backoff.Max
-	}
-	if cfg.Classify == nil {
-		cfg.Classify = Classify
-	}
 	return &Retry{cfg: cfg}, nil
+}
+
+// backoff returns the retry's schedule with its defaults filled in.
+func (r *Retry) backoff() Backoff { return r.cfg.Backoff.withDefaults(defaultBackoff) }
+
+// retries reports whether an attempt that failed with err, the attempt-th,
+// may be followed by another.
+func (r *Retry) retries(ctx context.Context, attempt int, err error) bool {
+	classify, attempts := r.cfg.Classify, r.cfg.MaxAttempts
+	if classify == nil {
+		classify = Classify
+	}
+	if attempts == 0 {
+		attempts = 3
+	}
+	c := classify(err)
+	return (c == ClassTransient || c == ClassNotReady) && ctx.Err() == nil && attempt < attempts
 }
 
 // next decides what follows a failed attempt: the delay before the next
@@ -85,12 +97,17 @@ func NewRetry(cfg RetryConfig) (*Retry, error) {
 // pipeline's breaker will admit a probe: a retry that would reach an open
 // breaker gives up now rather than be rejected (or wait) there.
 func (r *Retry) next(ctx context.Context, now time.Time, attempt int, start, notBefore time.Time, err error) (time.Duration, error) {
-	if c := r.cfg.Classify(err); (c != ClassTransient && c != ClassNotReady) || ctx.Err() != nil || attempt >= r.cfg.MaxAttempts {
+	if !r.retries(ctx, attempt, err) {
 		return 0, err
 	}
-	d := r.cfg.Backoff.delay(attempt, r.random)
+	backoff := r.backoff()
+	d := backoff.delay(attempt, r.random)
 	if hint, ok := RetryAfterHint(err); ok {
-		d = max(d, min(hint, r.cfg.MaxRetryAfter)) // never below the back-off, never past the cap
+		limit := r.cfg.MaxRetryAfter
+		if limit == 0 {
+			limit = backoff.Max
+		}
+		d = max(d, min(hint, limit)) // never below the back-off, never past the cap
 	}
 	var open *OpenError
 	if errors.As(err, &open) {
@@ -125,7 +142,10 @@ func (r *Retry) next(ctx context.Context, now time.Time, attempt int, start, not
 // the bucket holds at most Burst tokens (it starts full, so a fresh client
 // can retry a few times before it has made many calls). Tokens are counted
 // in billionths, so a ratio as small as 1e-9 still refills.
+//
+// The zero RetryBudget is ready to use: ratio 0.1, burst 10.
 type RetryBudget struct {
+	once    sync.Once
 	deposit int64 // nano-tokens per call
 	ceiling int64 // nano-tokens
 	tokens  atomic.Int64
@@ -148,15 +168,27 @@ func NewRetryBudget(ratio float64, burst int) (*RetryBudget, error) {
 	return b, nil
 }
 
+// init gives a zero budget its defaults, once.
+func (b *RetryBudget) init() {
+	b.once.Do(func() {
+		if b.ceiling == 0 {
+			b.deposit, b.ceiling = token/10, 10*token
+			b.tokens.Store(b.ceiling)
+		}
+	})
+}
+
 // call credits the budget for one call. When the bucket is full it only
 // reads, so a healthy client does not contend on the counter.
 func (b *RetryBudget) call() {
+	b.init()
 	if b.tokens.Load() < b.ceiling {
 		b.tokens.Add(b.deposit) // may overshoot the ceiling by a few deposits under races
 	}
 }
 
 func (b *RetryBudget) withdraw() bool {
+	b.init()
 	for {
 		t := b.tokens.Load()
 		if t < token {
@@ -169,4 +201,7 @@ func (b *RetryBudget) withdraw() bool {
 }
 
 // Tokens returns the retries the budget would allow now.
-func (b *RetryBudget) Tokens() float64 { return float64(b.tokens.Load()) / token }
+func (b *RetryBudget) Tokens() float64 {
+	b.init()
+	return float64(b.tokens.Load()) / token
+}
