@@ -19,7 +19,13 @@ import (
 //
 // Every field is optional; a zero Pipeline just calls the function. A
 // Pipeline holds no state of its own: share its policies between pipelines
-// as you like (one breaker per callee, one bulkhead per resource).
+// as you like (one breaker per callee, one bulkhead per resource). What
+// depends on the result's type, a result classifier and a fallback (which
+// wraps all the rest), is added per call with Call.
+//
+// A panic in the function counts as a failure in the breaker, releases the
+// bulkhead slot, the probe slot and the timers the call held, and goes on
+// up to the caller.
 type Pipeline struct {
 	Bulkhead       *Bulkhead
 	Timeout        time.Duration // total, across attempts and back-off
@@ -72,8 +78,18 @@ func sameClock(a, b Clock) (same bool) {
 // cause (context.Canceled, context.DeadlineExceeded) and wraps the last
 // attempt's error too.
 func Do[T any](ctx context.Context, p *Pipeline, fn func(context.Context) (T, error)) (T, error) {
+	return do(ctx, p, fn, nil)
+}
+
+// noPolicies is the pipeline a nil *Pipeline stands for.
+var noPolicies Pipeline
+
+func do[T any](ctx context.Context, p *Pipeline, fn func(context.Context) (T, error), check func(T) error) (T, error) {
 	if p == nil {
-		return fn(ctx)
+		if check == nil {
+			return fn(ctx)
+		}
+		p = &noPolicies
 	}
 	clock, err := p.clock()
 	if err != nil {
@@ -93,9 +109,9 @@ func Do[T any](ctx context.Context, p *Pipeline, fn func(context.Context) (T, er
 		ctx = tc
 	}
 	if p.Retry == nil {
-		return attempt(ctx, p, clock, fn)
+		return attempt(ctx, p, clock, fn, check)
 	}
-	return retry(ctx, p, clock, fn)
+	return retry(ctx, p, clock, fn, check)
 }
 
 // Run is Do for a function with no result.
@@ -106,7 +122,7 @@ func (p *Pipeline) Run(ctx context.Context, fn func(context.Context) error) erro
 	return err
 }
 
-func retry[T any](ctx context.Context, p *Pipeline, clock Clock, fn func(context.Context) (T, error)) (T, error) {
+func retry[T any](ctx context.Context, p *Pipeline, clock Clock, fn func(context.Context) (T, error), check func(T) error) (T, error) {
 	r := p.Retry
 	if r.cfg.Budget != nil {
 		r.cfg.Budget.call()
@@ -116,7 +132,7 @@ func retry[T any](ctx context.Context, p *Pipeline, clock Clock, fn func(context
 		start = clock.Now()
 	}
 	for n := 1; ; n++ {
-		v, err := attempt(ctx, p, clock, fn)
+		v, err := attempt(ctx, p, clock, fn, check)
 		if err == nil {
 			return v, nil
 		}
@@ -134,7 +150,10 @@ func retry[T any](ctx context.Context, p *Pipeline, clock Clock, fn func(context
 	}
 }
 
-func attempt[T any](ctx context.Context, p *Pipeline, clock Clock, fn func(context.Context) (T, error)) (v T, err error) {
+// attempt makes one call through the breaker and the attempt timeout. If
+// fn (or check) panics, what the attempt holds is released and the breaker
+// counts a failure before the panic goes on up.
+func attempt[T any](ctx context.Context, p *Pipeline, clock Clock, fn func(context.Context) (T, error), check func(T) error) (v T, err error) {
 	var permit Permit
 	if p.Breaker != nil {
 		if permit, err = p.Breaker.Allow(); err != nil {
@@ -156,6 +175,9 @@ func attempt[T any](ctx context.Context, p *Pipeline, clock Clock, fn func(conte
 		}
 	}()
 	v, err = fn(ctx)
+	if err == nil && check != nil {
+		err = check(v)
+	}
 	returned = true
 	if tc != nil {
 		if err != nil && tc.timedOut() {
@@ -165,4 +187,45 @@ func attempt[T any](ctx context.Context, p *Pipeline, clock Clock, fn func(conte
 	}
 	permit.Done(err)
 	return v, err
+}
+
+// Call adds to a call through a Pipeline what depends on its result type:
+// a result classifier (Check) and a fallback. The zero Call adds nothing:
+// Call[T]{}.Do(ctx, p, fn) is Do(ctx, p, fn).
+//
+// The fallback is the outermost policy:
+//
+//	Fallback → Bulkhead → Timeout (total) → Retry → Breaker → AttemptTimeout → fn → Check
+type Call[T any] struct {
+	// Check, if set, sees the value of each attempt that returned no error
+	// and returns the error that value stands for, or nil if it is a good
+	// answer: an HTTP response with status 503, a reply that says "not yet".
+	// That error is then treated as fn's own: classified, counted by the
+	// breaker, retried or not (mark it with MarkPermanent, MarkNotReady or
+	// WithRetryAfter as any error), and if the retries end on it, Do
+	// returns it together with the value. A panic in Check counts as a
+	// failure, like one in fn.
+	Check func(T) error
+	// Fallback, if set, answers in place of a call that failed with an
+	// error FallbackOn selects: a cached answer, a default, a degraded one.
+	// Its result is the call's result (wrap err in its error to keep both).
+	Fallback func(ctx context.Context, err error) (T, error)
+	// FallbackOn selects the errors Fallback answers. Default: those
+	// Classify calls ClassTransient (the callee failed, was too slow, or a
+	// breaker or bulkhead turned the call away), but not permanent errors
+	// (a cached answer must not hide bad input) nor a cancelled context
+	// (nobody is waiting for the answer).
+	FallbackOn func(error) bool
+}
+
+// Do calls fn through p (nil: no policies) with c's check and fallback.
+func (c Call[T]) Do(ctx context.Context, p *Pipeline, fn func(context.Context) (T, error)) (T, error) {
+	v, err := do(ctx, p, fn, c.Check)
+	if err == nil || c.Fallback == nil {
+		return v, err
+	}
+	if on := c.FallbackOn; on != nil && !on(err) || on == nil && Classify(err) != ClassTransient {
+		return v, err
+	}
+	return c.Fallback(ctx, err)
 }
