@@ -119,7 +119,7 @@ func TestProxyEndToEnd(t *testing.T) {
 	if h, s := hits.Load(), sent.Load(); h*4 > s {
 		t.Errorf("the cart saw %d requests of %d sent: the breaker did not shield it", h, s)
 	}
-	if st := proxy.Transport().Breaker(target.Host).State(); st != StateClosed {
+	if st := proxy.Breaker().State(); st != StateClosed {
 		t.Errorf("breaker = %v at the end, want closed", st)
 	}
 }

@@ -1,6 +1,7 @@
 package resilience
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"io"
@@ -32,6 +33,11 @@ type TransportConfig struct {
 	// are retried (if the request may be) and count against the breaker.
 	// Default: 5xx other than 501 and 505, and 429 Too Many Requests.
 	IsFailure func(*http.Response) bool
+	// MaxHosts bounds the breakers the transport keeps, one per host: when a
+	// new host would pass it, the least recently used closed breaker is
+	// dropped (or, if none is closed, the least recently used one). A host
+	// whose breaker was dropped starts afresh, closed. Default 1024.
+	MaxHosts int
 	// Clock is the one clock of the transport: its breakers', its
 	// back-off's and its attempt timeouts'. Breaker.Clock must be left nil.
 	// Default the system clock.
@@ -46,11 +52,13 @@ type TransportConfig struct {
 // The zero Transport is ready to use, with the defaults of a zero
 // TransportConfig; NewTransport makes one from a validated config.
 type Transport struct {
-	once     sync.Once
-	cfg      TransportConfig // read only after init
-	retry    *Retry
+	once  sync.Once
+	cfg   TransportConfig // read only after init
+	retry *Retry
+
 	mu       sync.Mutex
-	breakers map[string]*Breaker
+	breakers map[string]*list.Element // of *Breaker, in recent: most recently used first
+	recent   list.List
 }
 
 // NewTransport returns a Transport.
@@ -63,6 +71,9 @@ func NewTransport(cfg TransportConfig) (*Transport, error) {
 	}
 	if cfg.AttemptTimeout < 0 {
 		return nil, errors.New("resilience: TransportConfig.AttemptTimeout must be >= 0")
+	}
+	if cfg.MaxHosts < 0 {
+		return nil, errors.New("resilience: TransportConfig.MaxHosts must be >= 0")
 	}
 	if err := cfg.Retry.Validate(); err != nil {
 		return nil, err
@@ -84,8 +95,11 @@ func (t *Transport) init() {
 		if t.cfg.IsFailure == nil {
 			t.cfg.IsFailure = IsFailureStatus
 		}
+		if t.cfg.MaxHosts == 0 {
+			t.cfg.MaxHosts = 1024
+		}
 		t.retry = &Retry{cfg: t.cfg.Retry}
-		t.breakers = make(map[string]*Breaker)
+		t.breakers = make(map[string]*list.Element)
 	})
 }
 
@@ -103,30 +117,60 @@ func IsFailureStatus(resp *http.Response) bool {
 	}
 }
 
-// Breaker returns the breaker of host (as in URL.Host), creating it if
-// need be.
-func (t *Transport) Breaker(host string) *Breaker {
+// Breaker returns the breaker of host (as in URL.Host) if the transport
+// keeps one: for an operator's ForceOpen, ForceClosed or Release. It
+// creates none.
+func (t *Transport) Breaker(host string) (*Breaker, bool) {
 	t.init()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	b := t.breakers[host]
-	if b == nil {
-		cfg := t.cfg.Breaker
-		cfg.Name = host
-		b, _ = NewBreaker(cfg) // the config was validated by NewTransport
-		t.breakers[host] = b
+	if e := t.breakers[host]; e != nil {
+		return e.Value.(*Breaker), true
 	}
+	return nil, false
+}
+
+// breaker returns the breaker of host, making it if need be (and dropping
+// another past MaxHosts).
+func (t *Transport) breaker(host string) *Breaker {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if e := t.breakers[host]; e != nil {
+		t.recent.MoveToFront(e)
+		return e.Value.(*Breaker)
+	}
+	if len(t.breakers) >= t.cfg.MaxHosts {
+		t.dropLocked()
+	}
+	cfg := t.cfg.Breaker
+	cfg.Name = host
+	b, _ := NewBreaker(cfg) // the config was validated by NewTransport
+	t.breakers[host] = t.recent.PushFront(b)
 	return b
 }
 
-// Snapshots returns a snapshot of every host's breaker.
+// dropLocked forgets the least recently used closed breaker, or the least
+// recently used one if none is closed.
+func (t *Transport) dropLocked() {
+	victim := t.recent.Back()
+	for e := victim; e != nil; e = e.Prev() {
+		if e.Value.(*Breaker).State() == StateClosed {
+			victim = e
+			break
+		}
+	}
+	delete(t.breakers, t.recent.Remove(victim).(*Breaker).Name())
+}
+
+// Snapshots returns a snapshot of every host's breaker, most recently used
+// first.
 func (t *Transport) Snapshots() []BreakerSnapshot {
 	t.init()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	out := make([]BreakerSnapshot, 0, len(t.breakers))
-	for _, b := range t.breakers {
-		out = append(out, b.Snapshot())
+	for e := t.recent.Front(); e != nil; e = e.Next() {
+		out = append(out, e.Value.(*Breaker).Snapshot())
 	}
 	return out
 }
@@ -134,7 +178,7 @@ func (t *Transport) Snapshots() []BreakerSnapshot {
 // RoundTrip implements http.RoundTripper.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	t.init()
-	p := Pipeline{Breaker: t.Breaker(req.URL.Host), Clock: t.cfg.Clock}
+	p := Pipeline{Breaker: t.breaker(req.URL.Host), Clock: t.cfg.Clock}
 	if replayable(req) {
 		p.Retry = t.retry
 	}

@@ -353,7 +353,7 @@ func TestProxyFailsFastWhileOpenAndRecovers(t *testing.T) {
 	if resp.StatusCode != 200 || string(body) != "cart /items" {
 		t.Errorf("after the open period: %d %q, want 200 from the upstream", resp.StatusCode, body)
 	}
-	if s := proxy.Transport().Breaker(target.Host).State(); s != StateClosed {
+	if s := proxy.Breaker().State(); s != StateClosed {
 		t.Errorf("breaker = %v, want closed after a good probe", s)
 	}
 	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
@@ -454,5 +454,38 @@ func TestProxyForcedOpen(t *testing.T) {
 	if err != nil || rec.Code != 503 || d.Status != 503 || rec.Header().Get("Retry-After") != "" {
 		t.Errorf("forced open: %d, Retry-After %q, problem %+v, %v; want 503 problem details without Retry-After",
 			rec.Code, rec.Header().Get("Retry-After"), d, err)
+	}
+}
+
+// The transport keeps at most MaxHosts breakers, dropping the least
+// recently used closed one first, and looking a breaker up creates none.
+func TestTransportBoundsItsBreakers(t *testing.T) {
+	up := &fakeUpstream{statuses: []int{500}}
+	tr, _ := newTestTransport(t, up, TransportConfig{MaxHosts: 2, Clock: resiliencetest.NewClock(t0),
+		Breaker: BreakerConfig{MinCalls: 1}, Retry: RetryConfig{MaxAttempts: 1}})
+	get := func(host string) {
+		t.Helper()
+		resp, err := tr.RoundTrip(httptest.NewRequest("GET", "http://"+host+"/", nil))
+		if err == nil {
+			resp.Body.Close()
+		}
+	}
+	get("a") // fails: a's breaker opens
+	get("b")
+	get("c") // full: b goes (the least recently used closed one), not a
+	if _, ok := tr.Breaker("b"); ok {
+		t.Error("b is still kept, want it dropped")
+	}
+	if b, ok := tr.Breaker("a"); !ok || b.State() != StateOpen {
+		t.Errorf("a: kept %v, want kept and open (an open breaker is dropped last)", ok)
+	}
+	if _, ok := tr.Breaker("never-seen"); ok || len(tr.Snapshots()) != 2 {
+		t.Errorf("looking up an unknown host made a breaker: %d kept", len(tr.Snapshots()))
+	}
+	for i := range 1000 {
+		get(fmt.Sprintf("h%d", i))
+	}
+	if n := len(tr.Snapshots()); n != 2 {
+		t.Errorf("after 1,000 hosts: %d breakers kept, want 2", n)
 	}
 }

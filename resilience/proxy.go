@@ -49,7 +49,7 @@ func NewProxy(target *url.URL, cfg ProxyConfig) (*Proxy, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	p := &Proxy{transport: t, breaker: t.Breaker(target.Host), logger: logger}
+	p := &Proxy{transport: t, breaker: t.breaker(target.Host), logger: logger}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
