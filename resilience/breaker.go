@@ -42,8 +42,9 @@ func (s State) String() string {
 
 // BreakerConfig configures a Breaker. The zero value is a usable breaker:
 // a window of the last 100 calls that trips at a 50% failure rate once it
-// holds 20 calls, one probe when half-open, and an open period of 5 s that
-// doubles (±20% jitter) on each consecutive re-open up to 5 min.
+// holds 20 calls, one probe when half-open (given up on after 1 min), and
+// an open period of 5 s that doubles on each consecutive re-open up to
+// 5 min, each period jittered down by up to 20%.
 type BreakerConfig struct {
 	// Name identifies the breaker in errors and hooks (the Transport uses
 	// the host).
@@ -97,8 +98,13 @@ type BreakerConfig struct {
 	// Clock defaults to the system clock.
 	Clock Clock
 
-	// OnStateChange, if set, is called after each transition, from the
-	// goroutine that caused it. It must not block.
+	// OnStateChange, if set, is called after each transition, in the
+	// order of the transitions, once the new state is in force (its timer
+	// armed): from the goroutine that made the change, or from one still
+	// reporting an earlier change when it was made. It may call the
+	// breaker; it should not block, since the goroutine running it waits.
+	// A panic in it goes on up that goroutine (a timer's goroutine, for
+	// open→half-open) and leaves the breaker's state as it was.
 	OnStateChange func(name string, from, to State)
 	// OnReject, if set, is called for each call the breaker rejects.
 	OnReject func(name string, state State)
