@@ -302,8 +302,7 @@ func TestBreakerSlowCallsTrip(t *testing.T) {
 func TestBreakerSlowProbeReopens(t *testing.T) {
 	b, clock := newTestBreaker(t, BreakerConfig{MinCalls: 1, SlowCallDuration: time.Second,
 		OpenPeriod: fixed(time.Second)})
-	call(b, errBoom)
-	clock.Advance(time.Second)
+	openThenHalfOpen(t, b, clock)
 	p, err := b.Allow()
 	if err != nil {
 		t.Fatal(err)
@@ -583,8 +582,7 @@ func TestBreakerExecuteAllocatesNothing(t *testing.T) {
 func TestPermitDoneTwiceCountsOnce(t *testing.T) {
 	b, clock := newTestBreaker(t, BreakerConfig{MinCalls: 1, HalfOpenProbes: 2,
 		OpenPeriod: fixed(time.Second)})
-	call(b, errBoom)
-	clock.Advance(time.Second)
+	openThenHalfOpen(t, b, clock)
 	p, err := b.Allow()
 	if err != nil {
 		t.Fatal(err)

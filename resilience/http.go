@@ -241,13 +241,13 @@ func (t *Transport) attempt(ctx context.Context, req *http.Request, try int) (*h
 		tc.release()
 		return nil, err
 	}
-	if rw, ok := resp.Body.(io.ReadWriteCloser); ok {
+	body := &releasingBody{ReadCloser: resp.Body, ctx: tc}
+	resp.Body = body
+	if w, ok := body.ReadCloser.(io.Writer); ok {
 		// A protocol switch (101): the body is the connection, and
 		// httputil.ReverseProxy needs it writable.
-		resp.Body = &releasingConn{ReadWriteCloser: rw, ctx: tc}
-		return resp, nil
+		resp.Body = &releasingConn{releasingBody: body, w: w}
 	}
-	resp.Body = &releasingBody{ReadCloser: resp.Body, ctx: tc}
 	return resp, nil
 }
 
@@ -264,25 +264,21 @@ func (b *releasingBody) Close() error {
 	return err
 }
 
-// releasingConn is releasingBody for an upgraded connection: reads and
-// writes pass through.
+// releasingConn is releasingBody for an upgraded connection: writes pass
+// through too.
 type releasingConn struct {
-	io.ReadWriteCloser
-	ctx *deadlineCtx
+	*releasingBody
+	w io.Writer
 }
 
-func (c *releasingConn) Close() error {
-	err := c.ReadWriteCloser.Close()
-	c.ctx.release()
-	return err
-}
+func (c *releasingConn) Write(p []byte) (int, error) { return c.w.Write(p) }
 
 // CloseWrite half-closes the connection where the transport's can (as
 // net/http's can), so the proxy passes a client's end of input on; where it
 // cannot, it closes the connection, which ends the exchange as the proxy
 // would have.
 func (c *releasingConn) CloseWrite() error {
-	if cw, ok := c.ReadWriteCloser.(interface{ CloseWrite() error }); ok {
+	if cw, ok := c.w.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}
 	return c.Close()

@@ -37,29 +37,29 @@ func echoUpgrade(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// An attempt timeout must not break protocol upgrades through the proxy:
-// the 101 passes, and the upgraded connection carries data both ways, past
-// the attempt timeout (it bounds the handshake, not the conversation).
-func TestProxyUpgradeWithAttemptTimeout(t *testing.T) {
+// upgradeThroughProxy starts an echo upstream and a proxy (with cfg) in
+// front of it, and switches a client connection to the echo protocol
+// through the proxy. It returns the connection and its reader.
+func upgradeThroughProxy(t *testing.T, cfg TransportConfig) (net.Conn, *bufio.Reader) {
+	t.Helper()
 	upstream := httptest.NewServer(http.HandlerFunc(echoUpgrade))
-	defer upstream.Close()
+	t.Cleanup(upstream.Close)
 	target, _ := url.Parse(upstream.URL)
-	clock := resiliencetest.NewClock(t0)
 	base := &http.Transport{}
-	defer base.CloseIdleConnections()
-	proxy, err := NewProxy(target, ProxyConfig{Transport: TransportConfig{
-		Base: base, Clock: clock, AttemptTimeout: time.Second, Retry: RetryConfig{MaxAttempts: 1}}})
+	t.Cleanup(base.CloseIdleConnections)
+	cfg.Base, cfg.Retry = base, RetryConfig{MaxAttempts: 1}
+	proxy, err := NewProxy(target, ProxyConfig{Transport: cfg})
 	if err != nil {
 		t.Fatal(err)
 	}
 	front := httptest.NewServer(proxy)
-	defer front.Close()
+	t.Cleanup(front.Close)
 
 	conn, err := net.Dial("tcp", front.Listener.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	t.Cleanup(func() { conn.Close() })
 	conn.SetDeadline(time.Now().Add(10 * time.Second)) // a hang fails the test instead of blocking it
 	io.WriteString(conn, "GET /chat HTTP/1.1\r\nHost: front\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
 	br := bufio.NewReader(conn)
@@ -71,6 +71,15 @@ func TestProxyUpgradeWithAttemptTimeout(t *testing.T) {
 		body, _ := io.ReadAll(resp.Body)
 		t.Fatalf("status %d %s, want 101 Switching Protocols", resp.StatusCode, body)
 	}
+	return conn, br
+}
+
+// An attempt timeout must not break protocol upgrades through the proxy:
+// the 101 passes, and the upgraded connection carries data both ways, past
+// the attempt timeout (it bounds the handshake, not the conversation).
+func TestProxyUpgradeWithAttemptTimeout(t *testing.T) {
+	clock := resiliencetest.NewClock(t0)
+	conn, br := upgradeThroughProxy(t, TransportConfig{Clock: clock, AttemptTimeout: time.Second})
 	echo := func(msg string) {
 		t.Helper()
 		io.WriteString(conn, msg+"\n")
@@ -85,29 +94,7 @@ func TestProxyUpgradeWithAttemptTimeout(t *testing.T) {
 }
 
 func TestProxyUpgradeHalfClose(t *testing.T) {
-	upstream := httptest.NewServer(http.HandlerFunc(echoUpgrade))
-	defer upstream.Close()
-	target, _ := url.Parse(upstream.URL)
-	base := &http.Transport{}
-	defer base.CloseIdleConnections()
-	proxy, err := NewProxy(target, ProxyConfig{Transport: TransportConfig{
-		Base: base, AttemptTimeout: time.Minute, Retry: RetryConfig{MaxAttempts: 1}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	front := httptest.NewServer(proxy)
-	defer front.Close()
-	conn, err := net.Dial("tcp", front.Listener.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	io.WriteString(conn, "GET / HTTP/1.1\r\nHost: front\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
-	br := bufio.NewReader(conn)
-	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 101 {
-		t.Fatalf("handshake: %v, %v", resp, err)
-	}
+	conn, br := upgradeThroughProxy(t, TransportConfig{AttemptTimeout: time.Minute})
 	// The client says its last line and closes its side: the echo of that
 	// line still comes back before the end.
 	io.WriteString(conn, "bye\n")
