@@ -253,11 +253,8 @@ func (b *Breaker) newClosed() *phase {
 	return p
 }
 
-// clock returns the breaker's clock; nil for a nil breaker.
+// clock returns the breaker's clock.
 func (b *Breaker) clock() Clock {
-	if b == nil {
-		return nil
-	}
 	b.load()
 	return b.cfg.Clock
 }

@@ -74,11 +74,8 @@ func (b *Bulkhead) init() {
 	})
 }
 
-// clock returns the bulkhead's clock; nil for a nil bulkhead.
+// clock returns the bulkhead's clock.
 func (b *Bulkhead) clock() Clock {
-	if b == nil {
-		return nil
-	}
 	b.init()
 	return b.cfg.Clock
 }

@@ -45,16 +45,26 @@ var errClocks = errors.New("resilience: a Pipeline's Clock, its Breaker's and it
 // clock returns the pipeline's one clock.
 func (p *Pipeline) clock() (Clock, error) {
 	c := p.Clock
-	for _, part := range [2]Clock{p.Breaker.clock(), p.Bulkhead.clock()} {
-		switch {
-		case part == nil:
-		case c == nil:
-			c = part
-		case !sameClock(c, part):
+	if p.Breaker != nil {
+		bc := p.Breaker.clock()
+		if c == nil {
+			c = bc
+		} else if !sameClock(c, bc) {
 			return nil, errClocks
 		}
 	}
-	return clockOr(c), nil
+	if p.Bulkhead != nil {
+		bc := p.Bulkhead.clock()
+		if c == nil {
+			c = bc
+		} else if !sameClock(c, bc) {
+			return nil, errClocks
+		}
+	}
+	if c == nil {
+		return systemClock{}, nil
+	}
+	return c, nil
 }
 
 // sameClock reports whether a and b are the same clock; a clock of a type
@@ -154,6 +164,12 @@ func retry[T any](ctx context.Context, p *Pipeline, clock Clock, fn func(context
 // fn (or check) panics, what the attempt holds is released and the breaker
 // counts a failure before the panic goes on up.
 func attempt[T any](ctx context.Context, p *Pipeline, clock Clock, fn func(context.Context) (T, error), check func(T) error) (v T, err error) {
+	if p.Breaker == nil && p.AttemptTimeout <= 0 { // nothing to hold, nothing to release
+		if v, err = fn(ctx); err == nil && check != nil {
+			err = check(v)
+		}
+		return v, err
+	}
 	var permit Permit
 	if p.Breaker != nil {
 		if permit, err = p.Breaker.Allow(); err != nil {
