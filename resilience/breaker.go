@@ -198,8 +198,8 @@ type Breaker struct {
 type stateChange struct{ from, to State }
 
 // phase is one period of a breaker's life: one closed period with its
-// window, one open period with its rejection error, or one half-open period
-// with its probe counters. A transition swaps in a new phase; outcomes of
+// window, one open period with its rejection error, one half-open period
+// with its probe counters, or one forced period. A transition swaps in a new phase; outcomes of
 // calls admitted in an earlier phase land on the old one and are dropped.
 type phase struct {
 	state State
@@ -278,8 +278,9 @@ type Permit struct {
 }
 
 // Allow asks for leave to make a call. It returns an error that Is ErrOpen
-// (an *OpenError) when the breaker is open, or half-open with all its
-// probes taken.
+// (an *OpenError) when the breaker is open or forced open, or half-open
+// with all its probes taken. Report the call with Done on the Permit; a
+// forced-closed breaker gives a Permit that counts nothing.
 func (b *Breaker) Allow() (Permit, error) {
 	p := b.load()
 	switch p.state {

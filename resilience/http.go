@@ -178,7 +178,7 @@ func (t *Transport) Snapshots() []BreakerSnapshot {
 // RoundTrip implements http.RoundTripper.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	t.init()
-	p := Pipeline{Breaker: t.breaker(req.URL.Host), Clock: t.cfg.Clock}
+	p := Pipeline{Breaker: t.breaker(req.URL.Host)} // on the breaker's clock, the transport's
 	if replayable(req) {
 		p.Retry = t.retry
 	}
