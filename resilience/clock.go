@@ -70,14 +70,14 @@ type deadlineCtx struct {
 	deadline time.Time
 
 	mu       sync.Mutex
-	err      error         // set once, when it ends
 	fired    bool          // it ended by its own deadline
-	done     chan struct{} // made by the first Done; closed when it ends
 	watching bool          // the timer and the link to the parent are armed
+	err      error         // set once, when it ends
+	done     chan struct{} // made by the first Done; closed when it ends
 	timer    *time.Timer   // the deadline, on the system clock,
 	stop     func() bool   // or on another clock
 	unlink   func() bool   // stops watching the parent
-	afters   []*func()     // AfterFunc callbacks still to run
+	afters   *[]*func()    // AfterFunc callbacks still to run (rare: kept out of line)
 }
 
 func newDeadlineCtx(parent context.Context, c Clock, d time.Duration) *deadlineCtx {
@@ -141,16 +141,22 @@ func (c *deadlineCtx) AfterFunc(f func()) (stop func() bool) {
 		return func() bool { return false }
 	}
 	entry := &f
-	c.afters = append(c.afters, entry)
+	if c.afters == nil {
+		c.afters = new([]*func())
+	}
+	*c.afters = append(*c.afters, entry)
 	c.mu.Unlock()
 	return func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		i := slices.Index(c.afters, entry)
+		if c.afters == nil {
+			return false
+		}
+		i := slices.Index(*c.afters, entry)
 		if i < 0 {
 			return false
 		}
-		c.afters = slices.Delete(c.afters, i, i+1)
+		*c.afters = slices.Delete(*c.afters, i, i+1)
 		return true
 	}
 }
@@ -226,8 +232,10 @@ func (c *deadlineCtx) end(err error, fired bool) {
 	c.timer, c.stop, c.unlink, c.afters = nil, nil, nil, nil
 	c.mu.Unlock()
 	disarm(timer, stop, unlink)
-	for _, f := range afters {
-		(*f)()
+	if afters != nil {
+		for _, f := range *afters {
+			(*f)()
+		}
 	}
 }
 
