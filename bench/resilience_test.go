@@ -265,25 +265,33 @@ func BenchmarkBreakerMixed(b *testing.B) {
 // call that never looks at its context: the best case, where recado's
 // attempt context is never armed (gobreaker has no pipeline).
 func BenchmarkPipeline(b *testing.B) {
-	benchmarkPipeline(b, func(context.Context) (int, error) { return 1, nil })
+	benchmarkPipeline(b, context.Background(), func(context.Context) (int, error) { return 1, nil })
 }
 
 // BenchmarkPipelineCtxAware is BenchmarkPipeline with a function that, as
 // any I/O call does, selects on its context's Done channel: the attempt
-// timeout's channel and timer are made on every call.
+// timeout's channel and timer are made on every call. The caller's context
+// is context.Background() (parent=background), or one that can be
+// cancelled, as an HTTP handler's is (parent=cancelable): then the attempt
+// context must also follow its parent.
 func BenchmarkPipelineCtxAware(b *testing.B) {
-	benchmarkPipeline(b, func(ctx context.Context) (int, error) {
+	fn := func(ctx context.Context) (int, error) {
 		select {
 		case <-ctx.Done():
 			return 0, ctx.Err()
 		default:
 			return 1, nil
 		}
+	}
+	b.Run("parent=background", func(b *testing.B) { benchmarkPipeline(b, context.Background(), fn) })
+	b.Run("parent=cancelable", func(b *testing.B) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		benchmarkPipeline(b, ctx, fn)
 	})
 }
 
-func benchmarkPipeline(b *testing.B, fn func(context.Context) (int, error)) {
-	ctx := context.Background()
+func benchmarkPipeline(b *testing.B, ctx context.Context, fn func(context.Context) (int, error)) {
 	b.Run("lib=recado", func(b *testing.B) {
 		r, err := resilience.NewRetry(resilience.RetryConfig{MaxAttempts: 3})
 		if err != nil {

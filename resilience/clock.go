@@ -174,18 +174,19 @@ func (c *deadlineCtx) watchLocked() {
 		return
 	}
 	c.watching = true
+	wake := c.wake // one function value for the timer and the parent: one allocation
 	if _, ok := c.clock.(systemClock); ok {
 		// The system clock never runs a timer's function inside AfterFunc,
 		// so the common case arms in one critical section.
 		wait := time.Until(c.deadline) // reads only the monotonic clock
 		if wait > 0 {
-			c.timer = time.AfterFunc(wait, c.expire)
-			c.linkLocked()
+			c.timer = time.AfterFunc(wait, wake)
+			c.linkLocked(wake)
 			c.mu.Unlock()
 			return
 		}
 		c.mu.Unlock()
-		c.expire()
+		c.end(context.DeadlineExceeded, true)
 		return
 	}
 	// Another clock (a fake one) may run the function at once: arm it
@@ -193,10 +194,10 @@ func (c *deadlineCtx) watchLocked() {
 	c.mu.Unlock()
 	wait := c.deadline.Sub(c.clock.Now())
 	if wait <= 0 {
-		c.expire()
+		c.end(context.DeadlineExceeded, true)
 		return
 	}
-	stop := c.clock.AfterFunc(wait, c.expire)
+	stop := c.clock.AfterFunc(wait, wake)
 	c.mu.Lock()
 	if c.err != nil { // it ended meanwhile
 		c.mu.Unlock()
@@ -204,20 +205,27 @@ func (c *deadlineCtx) watchLocked() {
 		return
 	}
 	c.stop = stop
-	c.linkLocked()
+	c.linkLocked(wake)
 	c.mu.Unlock()
 }
 
 // linkLocked makes c end when its parent does, if the parent can end. A
 // parent that has ended already ends c from another goroutine.
-func (c *deadlineCtx) linkLocked() {
+func (c *deadlineCtx) linkLocked(wake func()) {
 	if c.parent.Done() != nil {
-		c.unlink = context.AfterFunc(c.parent, c.parentDone)
+		c.unlink = context.AfterFunc(c.parent, wake)
 	}
 }
 
-func (c *deadlineCtx) expire()     { c.end(context.DeadlineExceeded, true) }
-func (c *deadlineCtx) parentDone() { c.end(c.parent.Err(), false) }
+// wake is called by the deadline's timer and when the parent ends, and
+// ends c for whichever came first.
+func (c *deadlineCtx) wake() {
+	if err := c.parent.Err(); err != nil {
+		c.end(err, false)
+		return
+	}
+	c.end(context.DeadlineExceeded, true)
+}
 
 // end ends c with err, once: Done closes, timers stop, AfterFunc callbacks
 // run.
