@@ -3,6 +3,11 @@ package resilience
 import (
 	"context"
 	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -115,5 +120,45 @@ func TestBreakerPanickingHookDoesNotWedge(t *testing.T) {
 	}
 	if !call(b, nil) || b.State() != StateClosed {
 		t.Errorf("state = %v, want closed after a good probe", b.State())
+	}
+}
+
+// panickyUpstream panics on the requests whose path is /panic and answers
+// the others with their status (/500 → 500, anything else → 200).
+type panickyUpstream struct{}
+
+func (panickyUpstream) RoundTrip(req *http.Request) (*http.Response, error) {
+	status := http.StatusOK
+	switch req.URL.Path {
+	case "/panic":
+		panic("upstream client bug")
+	case "/500":
+		status = http.StatusInternalServerError
+	}
+	return &http.Response{StatusCode: status, Header: http.Header{}, Request: req,
+		Body: io.NopCloser(strings.NewReader(""))}, nil
+}
+
+// The proxy's symptom of a wedged breaker: after a half-open probe that
+// panicked, it answered 503 forever.
+func TestProxyRecoversAfterAPanickingProbe(t *testing.T) {
+	clock := resiliencetest.NewClock(t0)
+	proxy, err := NewProxy(&url.URL{Scheme: "http", Host: "cart"}, ProxyConfig{Transport: TransportConfig{
+		Base: panickyUpstream{}, Clock: clock, Retry: RetryConfig{MaxAttempts: 1},
+		Breaker: BreakerConfig{MinCalls: 1, OpenPeriod: fixed(time.Second)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve := func(path string) int {
+		rec := httptest.NewRecorder()
+		proxy.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+		return rec.Code
+	}
+	serve("/500")
+	clock.Advance(time.Second)
+	mustPanic(t, func() { serve("/panic") }) // net/http would recover it
+	clock.Advance(time.Second)
+	if code := serve("/ok"); code != http.StatusOK {
+		t.Errorf("after the next open period: status %d, want 200 from a new probe", code)
 	}
 }
