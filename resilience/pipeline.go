@@ -44,27 +44,29 @@ var errClocks = errors.New("resilience: a Pipeline's Clock, its Breaker's and it
 
 // clock returns the pipeline's one clock.
 func (p *Pipeline) clock() (Clock, error) {
-	c := p.Clock
+	c, same := p.Clock, true
 	if p.Breaker != nil {
-		bc := p.Breaker.clock()
-		if c == nil {
-			c = bc
-		} else if !sameClock(c, bc) {
-			return nil, errClocks
-		}
+		c, same = oneClock(c, p.Breaker.clock())
 	}
-	if p.Bulkhead != nil {
-		bc := p.Bulkhead.clock()
-		if c == nil {
-			c = bc
-		} else if !sameClock(c, bc) {
-			return nil, errClocks
-		}
+	if same && p.Bulkhead != nil {
+		c, same = oneClock(c, p.Bulkhead.clock())
 	}
-	if c == nil {
+	switch {
+	case !same:
+		return nil, errClocks
+	case c == nil:
 		return systemClock{}, nil
 	}
 	return c, nil
+}
+
+// oneClock returns the clock a (possibly unset) and b agree on, and false
+// if they are different clocks.
+func oneClock(a, b Clock) (Clock, bool) {
+	if a == nil {
+		return b, true
+	}
+	return a, sameClock(a, b)
 }
 
 // sameClock reports whether a and b are the same clock; a clock of a type
