@@ -10,7 +10,9 @@ import (
 // Clock is the source of time for every policy. The zero value of each
 // config uses the system clock; tests inject a fake (see package
 // resiliencetest) so that open periods, back-off and timeouts are driven
-// without sleeping.
+// without sleeping. A Pipeline or a Transport runs on one clock (see
+// Pipeline.Clock and TransportConfig.Clock). Clocks are compared with ==,
+// so make a Clock a pointer (or a comparable value).
 type Clock interface {
 	// Now returns the current time.
 	Now() time.Time
