@@ -21,16 +21,26 @@ import (
 // Each peer is set up as close as it allows to the same policy: a window of
 // the last 100 calls tripping at 50% failures (gobreaker: its default,
 // more than 5 consecutive failures), a long open period, 3 attempts with
-// exponential back-off from 100 ms, a 1 s attempt timeout. Each breaker is
-// driven through its cheapest API for guarding one call: recado's
-// Allow/Done permit, gobreaker's Execute, failsafe-go's permit API
-// (TryAcquirePermit/RecordSuccess; its executor costs far more).
+// exponential back-off from 100 ms, a 1 s attempt timeout.
+//
+// Sub-benchmarks are named lib=…/api=… so that benchstat can put the
+// libraries side by side (benchstat -col /lib). A breaker is driven
+// through:
+//
+//   - api=execute: a call that survives a panic in the guarded function
+//     (counted as a failure, the probe slot released): recado's
+//     Breaker.Execute, gobreaker's Execute. The fair comparison.
+//   - api=permit: the two-step API, which a panic can wedge unless the
+//     caller defers the report: recado's Allow/Done, failsafe-go's
+//     TryAcquirePermit/RecordSuccess. failsafe-go has no panic-safe path
+//     (neither its permit API nor its executor recovers), so it appears
+//     here only; its executor costs far more.
 
 var errBoom = errors.New("boom")
 
 func recadoBreaker(b *testing.B) *resilience.Breaker {
 	cb, err := resilience.NewBreaker(resilience.BreakerConfig{WindowSize: 100, MinCalls: 20, FailureRate: 0.5,
-		OpenPeriod: func(int) time.Duration { return time.Hour }})
+		OpenPeriod: resilience.Backoff{Initial: time.Hour, Multiplier: 1}})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -46,9 +56,20 @@ func failsafeBreaker() circuitbreaker.CircuitBreaker[int] {
 }
 
 func ok() (int, error) { return 1, nil }
+func okErr() error     { return nil }
+func fail() error      { return errBoom }
 
 func BenchmarkBreakerClosed(b *testing.B) {
-	b.Run("recado", func(b *testing.B) {
+	b.Run("lib=recado/api=execute", func(b *testing.B) {
+		cb := recadoBreaker(b)
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := cb.Execute(okErr); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("lib=recado/api=permit", func(b *testing.B) {
 		cb := recadoBreaker(b)
 		b.ReportAllocs()
 		for b.Loop() {
@@ -59,7 +80,7 @@ func BenchmarkBreakerClosed(b *testing.B) {
 			p.Done(nil)
 		}
 	})
-	b.Run("gobreaker", func(b *testing.B) {
+	b.Run("lib=gobreaker/api=execute", func(b *testing.B) {
 		cb := gobreakerBreaker()
 		b.ReportAllocs()
 		for b.Loop() {
@@ -68,7 +89,7 @@ func BenchmarkBreakerClosed(b *testing.B) {
 			}
 		}
 	})
-	b.Run("failsafe", func(b *testing.B) {
+	b.Run("lib=failsafe/api=permit", func(b *testing.B) {
 		cb := failsafeBreaker()
 		b.ReportAllocs()
 		for b.Loop() {
@@ -81,11 +102,22 @@ func BenchmarkBreakerClosed(b *testing.B) {
 }
 
 func BenchmarkBreakerOpen(b *testing.B) {
-	b.Run("recado", func(b *testing.B) {
+	b.Run("lib=recado/api=execute", func(b *testing.B) {
 		cb := recadoBreaker(b)
 		for range 20 {
-			p, _ := cb.Allow()
-			p.Done(errBoom)
+			cb.Execute(fail)
+		}
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := cb.Execute(okErr); err == nil {
+				b.Fatal("admitted")
+			}
+		}
+	})
+	b.Run("lib=recado/api=permit", func(b *testing.B) {
+		cb := recadoBreaker(b)
+		for range 20 {
+			cb.Execute(fail)
 		}
 		b.ReportAllocs()
 		for b.Loop() {
@@ -94,7 +126,7 @@ func BenchmarkBreakerOpen(b *testing.B) {
 			}
 		}
 	})
-	b.Run("gobreaker", func(b *testing.B) {
+	b.Run("lib=gobreaker/api=execute", func(b *testing.B) {
 		cb := gobreakerBreaker()
 		fail := func() (int, error) { return 0, errBoom }
 		for range 6 {
@@ -107,7 +139,7 @@ func BenchmarkBreakerOpen(b *testing.B) {
 			}
 		}
 	})
-	b.Run("failsafe", func(b *testing.B) {
+	b.Run("lib=failsafe/api=permit", func(b *testing.B) {
 		cb := failsafeBreaker()
 		cb.Open()
 		b.ReportAllocs()
@@ -120,7 +152,19 @@ func BenchmarkBreakerOpen(b *testing.B) {
 }
 
 func BenchmarkBreakerParallel(b *testing.B) {
-	b.Run("recado", func(b *testing.B) {
+	b.Run("lib=recado/api=execute", func(b *testing.B) {
+		cb := recadoBreaker(b)
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if err := cb.Execute(okErr); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	})
+	b.Run("lib=recado/api=permit", func(b *testing.B) {
 		cb := recadoBreaker(b)
 		b.ReportAllocs()
 		b.RunParallel(func(pb *testing.PB) {
@@ -134,7 +178,7 @@ func BenchmarkBreakerParallel(b *testing.B) {
 			}
 		})
 	})
-	b.Run("gobreaker", func(b *testing.B) {
+	b.Run("lib=gobreaker/api=execute", func(b *testing.B) {
 		cb := gobreakerBreaker()
 		b.ReportAllocs()
 		b.RunParallel(func(pb *testing.PB) {
@@ -143,7 +187,7 @@ func BenchmarkBreakerParallel(b *testing.B) {
 			}
 		})
 	})
-	b.Run("failsafe", func(b *testing.B) {
+	b.Run("lib=failsafe/api=permit", func(b *testing.B) {
 		cb := failsafeBreaker()
 		b.ReportAllocs()
 		b.RunParallel(func(pb *testing.PB) {
@@ -159,8 +203,19 @@ func BenchmarkBreakerParallel(b *testing.B) {
 // BenchmarkBreakerMixed: one call in 100 fails (far below the threshold),
 // so the window is never all successes and every call is recorded.
 func BenchmarkBreakerMixed(b *testing.B) {
-	fail := func() (int, error) { return 0, errBoom }
-	b.Run("recado", func(b *testing.B) {
+	b.Run("lib=recado/api=execute", func(b *testing.B) {
+		cb := recadoBreaker(b)
+		b.ReportAllocs()
+		i := 0
+		for b.Loop() {
+			fn := okErr
+			if i++; i%100 == 0 {
+				fn = fail
+			}
+			cb.Execute(fn)
+		}
+	})
+	b.Run("lib=recado/api=permit", func(b *testing.B) {
 		cb := recadoBreaker(b)
 		b.ReportAllocs()
 		i := 0
@@ -176,8 +231,9 @@ func BenchmarkBreakerMixed(b *testing.B) {
 			}
 		}
 	})
-	b.Run("gobreaker", func(b *testing.B) {
+	b.Run("lib=gobreaker/api=execute", func(b *testing.B) {
 		cb := gobreakerBreaker()
+		fail := func() (int, error) { return 0, errBoom }
 		b.ReportAllocs()
 		i := 0
 		for b.Loop() {
@@ -188,7 +244,7 @@ func BenchmarkBreakerMixed(b *testing.B) {
 			cb.Execute(fn)
 		}
 	})
-	b.Run("failsafe", func(b *testing.B) {
+	b.Run("lib=failsafe/api=permit", func(b *testing.B) {
 		cb := failsafeBreaker()
 		b.ReportAllocs()
 		i := 0
@@ -206,16 +262,42 @@ func BenchmarkBreakerMixed(b *testing.B) {
 }
 
 // BenchmarkPipeline: retry → breaker → attempt timeout around a successful
-// call (gobreaker has no pipeline).
+// call that never looks at its context: the best case, where recado's
+// attempt context is never armed (gobreaker has no pipeline).
 func BenchmarkPipeline(b *testing.B) {
-	ctx := context.Background()
-	b.Run("recado", func(b *testing.B) {
+	benchmarkPipeline(b, context.Background(), func(context.Context) (int, error) { return 1, nil })
+}
+
+// BenchmarkPipelineCtxAware is BenchmarkPipeline with a function that, as
+// any I/O call does, selects on its context's Done channel: the attempt
+// timeout's channel and timer are made on every call. The caller's context
+// is context.Background() (parent=background), or one that can be
+// cancelled, as an HTTP handler's is (parent=cancelable): then the attempt
+// context must also follow its parent.
+func BenchmarkPipelineCtxAware(b *testing.B) {
+	fn := func(ctx context.Context) (int, error) {
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		default:
+			return 1, nil
+		}
+	}
+	b.Run("parent=background", func(b *testing.B) { benchmarkPipeline(b, context.Background(), fn) })
+	b.Run("parent=cancelable", func(b *testing.B) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		benchmarkPipeline(b, ctx, fn)
+	})
+}
+
+func benchmarkPipeline(b *testing.B, ctx context.Context, fn func(context.Context) (int, error)) {
+	b.Run("lib=recado", func(b *testing.B) {
 		r, err := resilience.NewRetry(resilience.RetryConfig{MaxAttempts: 3})
 		if err != nil {
 			b.Fatal(err)
 		}
 		p := &resilience.Pipeline{Retry: r, Breaker: recadoBreaker(b), AttemptTimeout: time.Second}
-		fn := func(context.Context) (int, error) { return 1, nil }
 		b.ReportAllocs()
 		for b.Loop() {
 			if _, err := resilience.Do(ctx, p, fn); err != nil {
@@ -223,12 +305,13 @@ func BenchmarkPipeline(b *testing.B) {
 			}
 		}
 	})
-	b.Run("failsafe", func(b *testing.B) {
+	b.Run("lib=failsafe", func(b *testing.B) {
 		rp := retrypolicy.NewBuilder[int]().WithMaxAttempts(3).WithBackoff(100*time.Millisecond, 10*time.Second).Build()
 		exec := failsafe.With[int](rp, failsafeBreaker(), timeout.New[int](time.Second)).WithContext(ctx)
+		call := func(e failsafe.Execution[int]) (int, error) { return fn(e.Context()) }
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := exec.Get(ok); err != nil {
+			if _, err := exec.GetWithExecution(call); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -239,7 +322,7 @@ func BenchmarkPipeline(b *testing.B) {
 // price every call pays for being retryable.
 func BenchmarkRetry(b *testing.B) {
 	ctx := context.Background()
-	b.Run("recado", func(b *testing.B) {
+	b.Run("lib=recado", func(b *testing.B) {
 		r, err := resilience.NewRetry(resilience.RetryConfig{MaxAttempts: 3})
 		if err != nil {
 			b.Fatal(err)
@@ -253,7 +336,7 @@ func BenchmarkRetry(b *testing.B) {
 			}
 		}
 	})
-	b.Run("failsafe", func(b *testing.B) {
+	b.Run("lib=failsafe", func(b *testing.B) {
 		rp := retrypolicy.NewBuilder[int]().WithMaxAttempts(3).WithBackoff(100*time.Millisecond, 10*time.Second).Build()
 		exec := failsafe.With[int](rp).WithContext(ctx)
 		b.ReportAllocs()
@@ -263,7 +346,7 @@ func BenchmarkRetry(b *testing.B) {
 			}
 		}
 	})
-	b.Run("backoff", func(b *testing.B) {
+	b.Run("lib=backoff", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			if _, err := backoff.Retry(ctx, ok, backoff.WithMaxTries(3)); err != nil {

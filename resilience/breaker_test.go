@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -42,13 +43,13 @@ func TestBreakerTripsOnFailureRate(t *testing.T) {
 		outcomes string // s = success, f = failure, c = cancelled
 		want     State
 	}{
-		{"all successes", "ssssssssss", Closed},
-		{"below min calls", "ffff", Closed},
-		{"min calls reached at rate", "ssfff", Open},
-		{"below rate", "sssssssfff", Closed},
-		{"old successes slid out", "sssssssssssssssssssssfffff", Open},
-		{"cancellations ignored", "ccccccccccssf", Closed},
-		{"rate reached in window", "sssssfffff", Open},
+		{"all successes", "ssssssssss", StateClosed},
+		{"below min calls", "ffff", StateClosed},
+		{"min calls reached at rate", "ssfff", StateOpen},
+		{"below rate", "sssssssfff", StateClosed},
+		{"old successes slid out", "sssssssssssssssssssssfffff", StateOpen},
+		{"cancellations ignored", "ccccccccccssf", StateClosed},
+		{"rate reached in window", "sssssfffff", StateOpen},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -79,17 +80,17 @@ func TestBreakerCancelledContextNotCounted(t *testing.T) {
 			t.Fatal("breaker rejected a call after cancellations only")
 		}
 	}
-	if s := b.Snapshot(); s.Calls != 0 || s.Failures != 0 || s.State != Closed {
+	if s := b.Snapshot(); s.Calls != 0 || s.Failures != 0 || s.State != StateClosed {
 		t.Errorf("snapshot = %+v, want no calls counted and closed", s)
 	}
 	call(b, context.DeadlineExceeded) // a timeout is the callee's fault
-	if got := b.State(); got != Open {
+	if got := b.State(); got != StateOpen {
 		t.Errorf("after a deadline exceeded: state = %v, want open", got)
 	}
 }
 
 func TestBreakerOpenRejectsWithUntil(t *testing.T) {
-	b, _ := newTestBreaker(t, BreakerConfig{Name: "cart", MinCalls: 1, OpenPeriod: func(int) time.Duration { return 7 * time.Second }})
+	b, _ := newTestBreaker(t, BreakerConfig{Name: "cart", MinCalls: 1, OpenPeriod: fixed(7 * time.Second)})
 	call(b, errBoom)
 	_, err := b.Allow()
 	if !errors.Is(err, ErrOpen) {
@@ -112,9 +113,9 @@ func TestBreakerOpenPeriodGrowsAndResets(t *testing.T) {
 	opened := 0
 	b, clock := newTestBreaker(t, BreakerConfig{
 		MinCalls:   1,
-		OpenPeriod: Backoff{Initial: time.Second, Max: 8 * time.Second}.Delay,
+		OpenPeriod: Backoff{Initial: time.Second, Max: 8 * time.Second, Jitter: NoJitter},
 		OnStateChange: func(_ string, from, to State) {
-			if to == Open {
+			if to == StateOpen {
 				opened++
 			}
 		},
@@ -131,7 +132,7 @@ func TestBreakerOpenPeriodGrowsAndResets(t *testing.T) {
 	probe := func(err error) {
 		t.Helper()
 		clock.Advance(openFor())
-		if got := b.State(); got != HalfOpen {
+		if got := b.State(); got != StateHalfOpen {
 			t.Fatalf("after the open period: state = %v, want half-open", got)
 		}
 		if !call(b, err) {
@@ -155,7 +156,7 @@ func TestBreakerOpenPeriodGrowsAndResets(t *testing.T) {
 	}
 
 	probe(nil)
-	if s := b.Snapshot(); s.State != Closed || s.Opens != 0 {
+	if s := b.Snapshot(); s.State != StateClosed || s.Opens != 0 {
 		t.Fatalf("after a good probe: %+v, want closed with 0 opens", s)
 	}
 	call(b, errBoom)
@@ -181,19 +182,22 @@ func TestDefaultOpenPeriodGrowsWithinJitter(t *testing.T) {
 
 func TestBreakerRetryAfterExtendsOpenPeriod(t *testing.T) {
 	tests := []struct {
-		name string
-		err  error
-		want time.Duration
+		name   string
+		period time.Duration
+		err    error
+		want   time.Duration
 	}{
-		{"no hint", errBoom, 5 * time.Second},
-		{"shorter hint", WithRetryAfter(errBoom, time.Second), 5 * time.Second},
-		{"longer hint", WithRetryAfter(errBoom, 30*time.Second), 30 * time.Second},
-		{"hint capped", WithRetryAfter(errBoom, time.Hour), time.Minute},
+		{"no hint", 5 * time.Second, errBoom, 5 * time.Second},
+		{"shorter hint", 5 * time.Second, WithRetryAfter(errBoom, time.Second), 5 * time.Second},
+		{"longer hint", 5 * time.Second, WithRetryAfter(errBoom, 30*time.Second), 30 * time.Second},
+		{"hint capped", 5 * time.Second, WithRetryAfter(errBoom, time.Hour), time.Minute},
+		{"capped hint never shortens the period", time.Hour, WithRetryAfter(errBoom, 2*time.Hour), time.Hour},
+		{"negative hint", 5 * time.Second, WithRetryAfter(errBoom, -time.Hour), 5 * time.Second},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			b, _ := newTestBreaker(t, BreakerConfig{MinCalls: 1, MaxRetryAfter: time.Minute,
-				OpenPeriod: func(int) time.Duration { return 5 * time.Second }})
+				OpenPeriod: fixed(tt.period)})
 			call(b, tt.err)
 			if got := b.Snapshot().Until.Sub(t0); got != tt.want {
 				t.Errorf("open for %v, want %v", got, tt.want)
@@ -206,7 +210,7 @@ func TestBreakerHalfOpenAdmitsExactlyNProbes(t *testing.T) {
 	for _, probes := range []int{1, 3, 10} {
 		t.Run(fmt.Sprint(probes), func(t *testing.T) {
 			b, clock := newTestBreaker(t, BreakerConfig{MinCalls: 1, HalfOpenProbes: probes,
-				OpenPeriod: func(int) time.Duration { return time.Second }})
+				OpenPeriod: fixed(time.Second)})
 			call(b, errBoom)
 			clock.Advance(time.Second)
 
@@ -235,12 +239,12 @@ func TestBreakerHalfOpenAdmitsExactlyNProbes(t *testing.T) {
 			}
 			i := 0
 			for p := range permits {
-				if i++; i < probes && b.State() != HalfOpen {
+				if i++; i < probes && b.State() != StateHalfOpen {
 					t.Fatalf("closed after %d of %d good probes", i-1, probes)
 				}
 				p.Done(nil)
 			}
-			if got := b.State(); got != Closed {
+			if got := b.State(); got != StateClosed {
 				t.Errorf("after %d good probes: state = %v, want closed", probes, got)
 			}
 		})
@@ -248,7 +252,7 @@ func TestBreakerHalfOpenAdmitsExactlyNProbes(t *testing.T) {
 }
 
 func TestBreakerHalfOpenIgnoredProbeFreesItsSlot(t *testing.T) {
-	b, clock := newTestBreaker(t, BreakerConfig{MinCalls: 1, OpenPeriod: func(int) time.Duration { return time.Second }})
+	b, clock := newTestBreaker(t, BreakerConfig{MinCalls: 1, OpenPeriod: fixed(time.Second)})
 	call(b, errBoom)
 	clock.Advance(time.Second)
 	p, err := b.Allow()
@@ -262,7 +266,7 @@ func TestBreakerHalfOpenIgnoredProbeFreesItsSlot(t *testing.T) {
 	if !call(b, nil) {
 		t.Fatal("the slot of a cancelled probe was not given back")
 	}
-	if got := b.State(); got != Closed {
+	if got := b.State(); got != StateClosed {
 		t.Errorf("state = %v, want closed", got)
 	}
 }
@@ -273,8 +277,8 @@ func TestBreakerSlowCallsTrip(t *testing.T) {
 		took time.Duration
 		want State
 	}{
-		{"fast", 999 * time.Millisecond, Closed},
-		{"slow", time.Second, Open},
+		{"fast", 999 * time.Millisecond, StateClosed},
+		{"slow", time.Second, StateOpen},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -297,16 +301,15 @@ func TestBreakerSlowCallsTrip(t *testing.T) {
 
 func TestBreakerSlowProbeReopens(t *testing.T) {
 	b, clock := newTestBreaker(t, BreakerConfig{MinCalls: 1, SlowCallDuration: time.Second,
-		OpenPeriod: func(int) time.Duration { return time.Second }})
-	call(b, errBoom)
-	clock.Advance(time.Second)
+		OpenPeriod: fixed(time.Second)})
+	openThenHalfOpen(t, b, clock)
 	p, err := b.Allow()
 	if err != nil {
 		t.Fatal(err)
 	}
 	clock.Advance(2 * time.Second)
 	p.Done(nil)
-	if s := b.Snapshot(); s.State != Open || s.Opens != 2 {
+	if s := b.Snapshot(); s.State != StateOpen || s.Opens != 2 {
 		t.Errorf("after a slow probe: %+v, want open for the 2nd time", s)
 	}
 }
@@ -321,13 +324,13 @@ func TestBreakerTimeWindow(t *testing.T) {
 		call(b, nil)
 	}
 	call(b, errBoom)
-	if s := b.Snapshot(); s.State != Closed || s.Calls != 4 || s.Failures != 1 {
+	if s := b.Snapshot(); s.State != StateClosed || s.Calls != 4 || s.Failures != 1 {
 		t.Fatalf("snapshot = %+v, want closed with 4 calls, 1 failure", s)
 	}
 	for range 2 {
 		call(b, errBoom)
 	}
-	if got := b.State(); got != Open {
+	if got := b.State(); got != StateOpen {
 		t.Errorf("3 of 6 failed in the window: state = %v, want open", got)
 	}
 }
@@ -335,7 +338,7 @@ func TestBreakerTimeWindow(t *testing.T) {
 func TestBreakerNotReadyCountsAsSuccess(t *testing.T) {
 	b, _ := newTestBreaker(t, BreakerConfig{MinCalls: 1})
 	call(b, MarkNotReady(errBoom))
-	if s := b.Snapshot(); s.State != Closed || s.Calls != 1 || s.Failures != 0 {
+	if s := b.Snapshot(); s.State != StateClosed || s.Calls != 1 || s.Failures != 0 {
 		t.Errorf("snapshot = %+v, want 1 successful call", s)
 	}
 }
@@ -344,7 +347,7 @@ func TestBreakerHooks(t *testing.T) {
 	var changes []string
 	var rejects int
 	b, clock := newTestBreaker(t, BreakerConfig{
-		Name: "cart", MinCalls: 1, OpenPeriod: func(int) time.Duration { return time.Second },
+		Name: "cart", MinCalls: 1, OpenPeriod: fixed(time.Second),
 		OnStateChange: func(name string, from, to State) { changes = append(changes, name+":"+from.String()+">"+to.String()) },
 		OnReject:      func(string, State) { rejects++ },
 	})
@@ -460,5 +463,146 @@ func TestCountWindowSlides(t *testing.T) {
 	w.record(bitFailure | bitSlow)
 	if c := w.counts(); c.slow != 1 {
 		t.Errorf("slow = %d, want 1", c.slow)
+	}
+}
+
+func TestConfigsRejectNaN(t *testing.T) {
+	nan := math.NaN()
+	for _, cfg := range []BreakerConfig{{FailureRate: nan}, {SlowCallRate: nan}} {
+		if _, err := NewBreaker(cfg); err == nil {
+			t.Errorf("NewBreaker(%+v) = nil error, want one", cfg)
+		}
+	}
+	for _, b := range []Backoff{{Initial: time.Second, Multiplier: nan}, {Initial: time.Second, Jitter: nan},
+		{Initial: time.Second, Multiplier: math.Inf(1)}} {
+		if err := b.Validate(); err == nil {
+			t.Errorf("%+v.Validate() = nil, want an error", b)
+		}
+		if _, err := NewRetry(RetryConfig{Backoff: b}); err == nil {
+			t.Errorf("NewRetry with Backoff %+v = nil error, want one", b)
+		}
+	}
+	if _, err := NewRetryBudget(nan, 1); err == nil {
+		t.Error("NewRetryBudget(NaN, 1) = nil error, want one")
+	}
+}
+
+// The clock may step back (a wall clock set back, a fake clock moved
+// back): the time window counts such calls in its latest bucket instead of
+// indexing before its first one.
+func TestBreakerTimeWindowClockStepsBack(t *testing.T) {
+	b, clock := newTestBreaker(t, BreakerConfig{WindowDuration: time.Second, MinCalls: 3})
+	clock.Advance(-150 * time.Millisecond)
+	call(b, errBoom)
+	clock.Advance(500 * time.Millisecond)
+	call(b, nil)
+	clock.Advance(-2 * time.Second)
+	call(b, errBoom)
+	if s := b.Snapshot(); s.State != StateOpen {
+		t.Errorf("2 of 3 calls failed in the window: %+v, want open", s)
+	}
+}
+
+// A slow hook on one goroutine must not let later state changes, made on
+// other goroutines meanwhile, be reported before it.
+func TestBreakerStateChangesDeliveredInOrder(t *testing.T) {
+	var (
+		mu      sync.Mutex
+		got     []string
+		slow    = true
+		entered = make(chan struct{})
+		release = make(chan struct{})
+		tripped = make(chan struct{})
+	)
+	b, clock := newTestBreaker(t, BreakerConfig{MinCalls: 1, OpenPeriod: fixed(time.Second),
+		OnStateChange: func(_ string, from, to State) {
+			mu.Lock()
+			wait := slow
+			slow = false
+			mu.Unlock()
+			if wait {
+				close(entered)
+				<-release
+			}
+			mu.Lock()
+			got = append(got, from.String()+">"+to.String())
+			mu.Unlock()
+		}})
+	go func() {
+		defer close(tripped)
+		call(b, errBoom)
+	}()
+	<-entered                  // closed→open is being reported, slowly
+	clock.Advance(time.Second) // open→half-open
+	call(b, nil)               // half-open→closed
+	close(release)
+	<-tripped
+	mu.Lock()
+	defer mu.Unlock()
+	if want := "[closed>open open>half-open half-open>closed]"; fmt.Sprint(got) != want {
+		t.Errorf("hooks saw %v, want %s", got, want)
+	}
+}
+
+func TestBreakerExecute(t *testing.T) {
+	b, clock := newTestBreaker(t, BreakerConfig{MinCalls: 3, OpenPeriod: fixed(time.Second)})
+	if err := b.Execute(func() error { return nil }); err != nil {
+		t.Fatalf("Execute(success) = %v", err)
+	}
+	if err := b.Execute(func() error { return errBoom }); !errors.Is(err, errBoom) {
+		t.Fatalf("Execute(failure) = %v, want errBoom", err)
+	}
+	if got := mustPanic(t, func() { b.Execute(func() error { panic("bug") }) }); got != "bug" {
+		t.Errorf("recovered %v, want the function's panic", got)
+	}
+	if s := b.Snapshot(); s.State != StateOpen {
+		t.Fatalf("after 1 success, 1 failure, 1 panic: %+v, want open (a panic is a failure)", s)
+	}
+	ran := false
+	if err := b.Execute(func() error { ran = true; return nil }); !errors.Is(err, ErrOpen) || ran {
+		t.Errorf("Execute on an open breaker = %v, ran %v; want ErrOpen without running", err, ran)
+	}
+	clock.Advance(time.Second)
+	if err := b.Execute(func() error { return nil }); err != nil || b.State() != StateClosed {
+		t.Errorf("probe: %v, state %v; want closed", err, b.State())
+	}
+}
+
+func TestBreakerExecuteAllocatesNothing(t *testing.T) {
+	b, _ := newTestBreaker(t, BreakerConfig{})
+	fn := func() error { return nil }
+	if allocs := testing.AllocsPerRun(1000, func() { b.Execute(fn) }); allocs != 0 {
+		t.Errorf("allocations per Execute = %v, want 0", allocs)
+	}
+}
+
+// Done twice on one permit counts once: in half-open a second Done must not
+// pass for a second probe (and close the breaker early), and a copy of a
+// probe's permit is counted once too.
+func TestPermitDoneTwiceCountsOnce(t *testing.T) {
+	b, clock := newTestBreaker(t, BreakerConfig{MinCalls: 1, HalfOpenProbes: 2,
+		OpenPeriod: fixed(time.Second)})
+	openThenHalfOpen(t, b, clock)
+	p, err := b.Allow()
+	if err != nil {
+		t.Fatal(err)
+	}
+	copied := p
+	p.Done(nil)
+	p.Done(nil)
+	copied.Done(nil)
+	if s := b.State(); s != StateHalfOpen {
+		t.Fatalf("one probe of two reported (three times): state %v, want half-open", s)
+	}
+	if !call(b, nil) || b.State() != StateClosed {
+		t.Errorf("second probe: state %v, want closed", b.State())
+	}
+
+	b, _ = newTestBreaker(t, BreakerConfig{WindowSize: 10, MinCalls: 2})
+	p, _ = b.Allow()
+	p.Done(errBoom)
+	p.Done(errBoom)
+	if s := b.Snapshot(); s.Calls != 1 || s.State != StateClosed {
+		t.Errorf("one failed call reported twice: %+v, want 1 call, closed", s)
 	}
 }

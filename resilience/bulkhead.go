@@ -3,6 +3,7 @@ package resilience
 import (
 	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -41,8 +42,12 @@ func (c BulkheadConfig) Validate() error {
 
 // Bulkhead limits how many calls run at once, so that one slow callee
 // cannot take every goroutine, connection or memory of its caller.
+//
+// The zero Bulkhead is ready to use, with the defaults of a zero
+// BulkheadConfig; NewBulkhead makes one from a validated config.
 type Bulkhead struct {
-	cfg     BulkheadConfig
+	once    sync.Once
+	cfg     BulkheadConfig // read only after init
 	slots   chan struct{}
 	waiting atomic.Int64
 }
@@ -52,17 +57,34 @@ func NewBulkhead(cfg BulkheadConfig) (*Bulkhead, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if cfg.MaxConcurrent == 0 {
-		cfg.MaxConcurrent = 100
-	}
-	cfg.Clock = clockOr(cfg.Clock)
-	return &Bulkhead{cfg: cfg, slots: make(chan struct{}, cfg.MaxConcurrent)}, nil
+	b := &Bulkhead{cfg: cfg}
+	b.init()
+	return b, nil
+}
+
+// init fills in the defaults and makes the slots, once: for NewBulkhead,
+// and for a zero Bulkhead on its first use.
+func (b *Bulkhead) init() {
+	b.once.Do(func() {
+		if b.cfg.MaxConcurrent == 0 {
+			b.cfg.MaxConcurrent = 100
+		}
+		b.cfg.Clock = clockOr(b.cfg.Clock)
+		b.slots = make(chan struct{}, b.cfg.MaxConcurrent)
+	})
+}
+
+// clock returns the bulkhead's clock.
+func (b *Bulkhead) clock() Clock {
+	b.init()
+	return b.cfg.Clock
 }
 
 // Acquire takes a slot, waiting in the queue if there is room there. It
 // returns an error that Is ErrBulkheadFull when rejected, or the context's
 // cause if it ends first. Every nil return must be paired with Release.
 func (b *Bulkhead) Acquire(ctx context.Context) error {
+	b.init()
 	select {
 	case b.slots <- struct{}{}:
 		return nil
@@ -93,11 +115,21 @@ func (b *Bulkhead) Acquire(ctx context.Context) error {
 	}
 }
 
-// Release frees a slot taken by Acquire.
-func (b *Bulkhead) Release() { <-b.slots }
+// Release frees a slot taken by Acquire. Release without a slot taken is a
+// bug in the caller; it does nothing rather than block.
+func (b *Bulkhead) Release() {
+	b.init()
+	select {
+	case <-b.slots:
+	default:
+	}
+}
 
 // InFlight returns the number of slots taken.
-func (b *Bulkhead) InFlight() int { return len(b.slots) }
+func (b *Bulkhead) InFlight() int {
+	b.init()
+	return len(b.slots)
+}
 
 // Waiting returns the number of queued callers.
 func (b *Bulkhead) Waiting() int { return int(b.waiting.Load()) }

@@ -2,15 +2,17 @@ package resilience
 
 import (
 	"context"
+	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
 // Clock is the source of time for every policy. The zero value of each
 // config uses the system clock; tests inject a fake (see package
 // resiliencetest) so that open periods, back-off and timeouts are driven
-// without sleeping.
+// without sleeping. A Pipeline or a Transport runs on one clock (see
+// Pipeline.Clock and TransportConfig.Clock). Clocks are compared with ==,
+// so make a Clock a pointer (or a comparable value).
 type Clock interface {
 	// Now returns the current time.
 	Now() time.Time
@@ -54,110 +56,230 @@ func sleep(ctx context.Context, c Clock, d time.Duration) error {
 
 // deadlineCtx is a context that expires at a deadline read from a Clock.
 //
-// It is cheaper than context.WithTimeout on the path where the callee never
-// waits on Done: the channel, the timer and the link to the parent are made
-// only when someone first asks for Done (or derives a context from it).
-// Until then Err compares the clock with the deadline. One allocation per
-// timeout instead of four, and it honours a fake Clock.
+// It is cheaper than context.WithTimeout. While the callee never asks for
+// Done, nothing is armed: Err compares the clock with the deadline, and the
+// context costs one allocation. The first Done makes the channel and arms
+// the timer (with the system clock, a bare time.AfterFunc, no link to the
+// parent unless the parent can be cancelled): four allocations in all for
+// a callee that waits on its context, as real I/O does. And it honours a
+// fake Clock.
+//
+// Contexts derived from it (context.WithCancel(c), context.AfterFunc(c,
+// f)) hook onto it through its AfterFunc method, without a goroutine.
 type deadlineCtx struct {
-	context.Context // the parent; Value is delegated to it
-
+	parent   context.Context // Value is delegated to it
 	clock    Clock
 	deadline time.Time
-	fired    atomic.Bool // our own deadline passed (not the parent's)
 
 	mu       sync.Mutex
-	inner    context.Context // made lazily by materialize
-	cancel   context.CancelCauseFunc
-	stop     func() bool
-	released bool
+	fired    bool          // it ended by its own deadline
+	watching bool          // the timer and the link to the parent are armed
+	err      error         // set once, when it ends
+	done     chan struct{} // made by the first Done; closed when it ends
+	timer    *time.Timer   // the deadline, on the system clock,
+	stop     func() bool   // or on another clock
+	unlink   func() bool   // stops watching the parent
+	afters   *[]*func()    // AfterFunc callbacks still to run (rare: kept out of line)
 }
 
 func newDeadlineCtx(parent context.Context, c Clock, d time.Duration) *deadlineCtx {
-	return &deadlineCtx{Context: parent, clock: c, deadline: c.Now().Add(d)}
+	return &deadlineCtx{parent: parent, clock: c, deadline: c.Now().Add(d)}
 }
 
 func (c *deadlineCtx) Deadline() (time.Time, bool) {
-	if pd, ok := c.Context.Deadline(); ok && pd.Before(c.deadline) {
+	if pd, ok := c.parent.Deadline(); ok && pd.Before(c.deadline) {
 		return pd, true
 	}
 	return c.deadline, true
 }
 
-func (c *deadlineCtx) Done() <-chan struct{} { return c.materialize().Done() }
+func (c *deadlineCtx) Value(key any) any { return c.parent.Value(key) }
+
+func (c *deadlineCtx) Done() <-chan struct{} {
+	c.mu.Lock()
+	if c.done == nil {
+		c.done = make(chan struct{})
+		if c.err != nil {
+			close(c.done)
+		}
+	}
+	done := c.done
+	c.watchLocked() // unlocks
+	return done
+}
 
 func (c *deadlineCtx) Err() error {
 	c.mu.Lock()
-	inner, released := c.inner, c.released
+	err := c.err
 	c.mu.Unlock()
-	if inner != nil {
-		err := inner.Err()
-		if err != nil && c.fired.Load() {
-			return context.DeadlineExceeded
-		}
+	if err != nil {
 		return err
 	}
-	if err := c.Context.Err(); err != nil {
-		return err
-	}
-	if released {
-		return context.Canceled
+	// Nothing armed has fired yet; look for ourselves, and end the context
+	// if it is over, so that Done and Err agree.
+	if err := c.parent.Err(); err != nil {
+		c.end(err, false)
+		return c.Err()
 	}
 	if !c.clock.Now().Before(c.deadline) {
-		return context.DeadlineExceeded
+		c.end(context.DeadlineExceeded, true)
+		return c.Err()
 	}
 	return nil
 }
 
-// AfterFunc lets contexts derived from c (context.WithCancel(c), ...) hook
-// onto it without a goroutine: package context looks for this method.
-func (c *deadlineCtx) AfterFunc(f func()) func() bool {
-	return context.AfterFunc(c.materialize(), f)
-}
-
-func (c *deadlineCtx) materialize() context.Context {
+// AfterFunc runs f once c ends (at once, if it has), unless stop is called
+// first. Package context looks for this method, so contexts derived from c
+// need no goroutine to follow it.
+//
+// f never runs inside AfterFunc itself: package context calls it holding
+// the derived context's lock, which f takes.
+func (c *deadlineCtx) AfterFunc(f func()) (stop func() bool) {
+	c.watch()
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.inner != nil {
-		return c.inner
+	if c.err != nil {
+		c.mu.Unlock()
+		go f()
+		return func() bool { return false }
 	}
-	c.inner, c.cancel = context.WithCancelCause(c.Context)
-	if c.released {
-		c.cancel(context.Canceled)
-		return c.inner
+	entry := &f
+	if c.afters == nil {
+		c.afters = new([]*func())
 	}
-	d := c.deadline.Sub(c.clock.Now())
-	if d <= 0 {
-		c.expire()
-		return c.inner
+	*c.afters = append(*c.afters, entry)
+	c.mu.Unlock()
+	return func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.afters == nil {
+			return false
+		}
+		i := slices.Index(*c.afters, entry)
+		if i < 0 {
+			return false
+		}
+		*c.afters = slices.Delete(*c.afters, i, i+1)
+		return true
 	}
-	c.stop = c.clock.AfterFunc(d, c.expire)
-	return c.inner
 }
 
-func (c *deadlineCtx) expire() {
-	c.fired.Store(true)
-	c.cancel(context.DeadlineExceeded)
+// watch arms the deadline's timer and the link to the parent, once.
+func (c *deadlineCtx) watch() {
+	c.mu.Lock()
+	c.watchLocked()
+}
+
+// watchLocked is watch with c.mu held; it unlocks.
+func (c *deadlineCtx) watchLocked() {
+	if c.watching || c.err != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.watching = true
+	wake := c.wake // one function value for the timer and the parent: one allocation
+	if _, ok := c.clock.(systemClock); ok {
+		// The system clock never runs a timer's function inside AfterFunc,
+		// so the common case arms in one critical section.
+		wait := time.Until(c.deadline) // reads only the monotonic clock
+		if wait > 0 {
+			c.timer = time.AfterFunc(wait, wake)
+			c.linkLocked(wake)
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+		c.end(context.DeadlineExceeded, true)
+		return
+	}
+	// Another clock (a fake one) may run the function at once: arm it
+	// without the lock.
+	c.mu.Unlock()
+	wait := c.deadline.Sub(c.clock.Now())
+	if wait <= 0 {
+		c.end(context.DeadlineExceeded, true)
+		return
+	}
+	stop := c.clock.AfterFunc(wait, wake)
+	c.mu.Lock()
+	if c.err != nil { // it ended meanwhile
+		c.mu.Unlock()
+		stop()
+		return
+	}
+	c.stop = stop
+	c.linkLocked(wake)
+	c.mu.Unlock()
+}
+
+// linkLocked makes c end when its parent does, if the parent can end. A
+// parent that has ended already ends c from another goroutine.
+func (c *deadlineCtx) linkLocked(wake func()) {
+	if c.parent.Done() != nil {
+		c.unlink = context.AfterFunc(c.parent, wake)
+	}
+}
+
+// wake is called by the deadline's timer and when the parent ends, and
+// ends c for whichever came first.
+func (c *deadlineCtx) wake() {
+	if err := c.parent.Err(); err != nil {
+		c.end(err, false)
+		return
+	}
+	c.end(context.DeadlineExceeded, true)
+}
+
+// end ends c with err, once: Done closes, timers stop, AfterFunc callbacks
+// run.
+func (c *deadlineCtx) end(err error, fired bool) {
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.endLocked(err, fired)
+	timer, stop, unlink, afters := c.timer, c.stop, c.unlink, c.afters
+	c.timer, c.stop, c.unlink, c.afters = nil, nil, nil, nil
+	c.mu.Unlock()
+	disarm(timer, stop, unlink)
+	if afters != nil {
+		for _, f := range *afters {
+			(*f)()
+		}
+	}
+}
+
+func (c *deadlineCtx) endLocked(err error, fired bool) {
+	c.err, c.fired = err, fired
+	if c.done != nil {
+		close(c.done)
+	}
+}
+
+// disarm stops a deadline's timer and its link to the parent.
+func disarm(timer *time.Timer, stop, unlink func() bool) {
+	if timer != nil {
+		timer.Stop()
+	}
+	if stop != nil {
+		stop()
+	}
+	if unlink != nil {
+		unlink()
+	}
 }
 
 // timedOut reports whether c's own deadline (not its parent's) has passed.
 func (c *deadlineCtx) timedOut() bool {
-	if c.fired.Load() {
-		return true
+	c.mu.Lock()
+	err, fired := c.err, c.fired
+	c.mu.Unlock()
+	if err != nil {
+		return fired
 	}
-	return c.Context.Err() == nil && !c.clock.Now().Before(c.deadline)
+	return c.parent.Err() == nil && !c.clock.Now().Before(c.deadline)
 }
 
 // release ends c's life like the CancelFunc of context.WithTimeout: timers
-// stop, and c reads as cancelled from now on.
-func (c *deadlineCtx) release() {
-	c.mu.Lock()
-	c.released = true
-	if c.cancel != nil {
-		if c.stop != nil {
-			c.stop()
-		}
-		c.cancel(context.Canceled)
-	}
-	c.mu.Unlock()
-}
+// stop, and c reads as cancelled from now on (if it has not ended yet).
+func (c *deadlineCtx) release() { c.end(context.Canceled, false) }

@@ -52,7 +52,7 @@ func TestProxyEndToEnd(t *testing.T) {
 		Base:           upstream,
 		AttemptTimeout: 50 * time.Millisecond,
 		Breaker: BreakerConfig{WindowSize: 10, MinCalls: 5,
-			OpenPeriod: Backoff{Initial: 40 * time.Millisecond, Max: 160 * time.Millisecond}.Delay},
+			OpenPeriod: Backoff{Initial: 40 * time.Millisecond, Max: 160 * time.Millisecond, Jitter: NoJitter}},
 		Retry: RetryConfig{MaxAttempts: 2, Backoff: Backoff{Initial: 5 * time.Millisecond}},
 	}})
 	if err != nil {
@@ -119,7 +119,7 @@ func TestProxyEndToEnd(t *testing.T) {
 	if h, s := hits.Load(), sent.Load(); h*4 > s {
 		t.Errorf("the cart saw %d requests of %d sent: the breaker did not shield it", h, s)
 	}
-	if st := proxy.Transport().Breaker(target.Host).State(); st != Closed {
+	if st := proxy.Breaker().State(); st != StateClosed {
 		t.Errorf("breaker = %v at the end, want closed", st)
 	}
 }

@@ -24,12 +24,19 @@ var (
 	ErrTimeout = errors.New("resilience: attempt timed out")
 )
 
-// OpenError is returned by an open (or saturated half-open) breaker. One
-// value is made per open period, so rejecting allocates nothing.
+// OpenError is returned by an open (or saturated half-open, or forced
+// open) breaker. One value is made per open period, so rejecting
+// allocates nothing.
 type OpenError struct {
 	Name string // the breaker's name, possibly empty
-	// Until is when the breaker will admit a probe. It is zero when the
-	// breaker is half-open and all its probes are in flight.
+	// State is the breaker's state when it rejected the call:
+	// StateOpen, StateHalfOpen (all its probes in flight) or
+	// StateForcedOpen.
+	State State
+	// Until is, in StateOpen, when the breaker will admit a probe; in
+	// StateHalfOpen, when it will stop waiting for the probes in flight
+	// (they usually decide sooner); zero in StateForcedOpen (an operator
+	// decides).
 	Until time.Time
 }
 
@@ -38,7 +45,10 @@ func (e *OpenError) Error() string {
 	if e.Name != "" {
 		s += " " + strconv.Quote(e.Name)
 	}
-	if e.Until.IsZero() {
+	switch {
+	case e.State == StateForcedOpen:
+		return s + " forced open"
+	case e.State == StateHalfOpen:
 		return s + " half-open, probes in flight"
 	}
 	return s + " open until " + e.Until.Format(time.RFC3339Nano)
@@ -47,28 +57,49 @@ func (e *OpenError) Error() string {
 // Is makes errors.Is(err, ErrOpen) true.
 func (e *OpenError) Is(target error) bool { return target == ErrOpen }
 
-// Class says what a retry should do about an error.
+// Class says what an outcome means, to a retry and to a breaker alike. One
+// classifier, func(error) Class, serves both (Classify is the default), so
+// the two policies never disagree about an error.
+//
+//	class           retry                   breaker
+//	ClassTransient  back off and try again  failure
+//	ClassPermanent  stop                    failure
+//	ClassNotReady   back off and try again  success (the callee answered)
+//	ClassIgnored    stop                    not counted (says nothing of the callee)
+//	ClassSuccess    stop, return the error  success (the error is a normal answer)
 type Class int8
 
 const (
-	// Transient: the call may succeed later; back off and retry.
-	Transient Class = iota
-	// Permanent: retrying cannot help (bad input, not found); stop at once.
-	Permanent
-	// NotReady: the callee is healthy but not ready for this call yet (an
-	// event arrived before the one it depends on); back off and retry, and do
-	// not count it as a failure of the callee in a breaker.
-	NotReady
+	// ClassTransient: the call may succeed later. The zero Class, and what
+	// Classify says of any error it knows nothing about.
+	ClassTransient Class = iota
+	// ClassPermanent: retrying cannot help (bad input, not found).
+	ClassPermanent
+	// ClassNotReady: the callee is healthy but not ready for this call yet
+	// (an event arrived before the one it depends on).
+	ClassNotReady
+	// ClassIgnored: the outcome says nothing about the callee's health: the
+	// caller's context was cancelled, the caller has gone.
+	ClassIgnored
+	// ClassSuccess: the call did what it should. Classify says it of nil; a
+	// classifier may say it of an error that is a normal answer (a 404 from
+	// a lookup), so that it is returned as it is and a breaker counts a
+	// healthy call.
+	ClassSuccess
 )
 
 func (c Class) String() string {
 	switch c {
-	case Transient:
+	case ClassTransient:
 		return "transient"
-	case Permanent:
+	case ClassPermanent:
 		return "permanent"
-	case NotReady:
+	case ClassNotReady:
 		return "not-ready"
+	case ClassIgnored:
+		return "ignored"
+	case ClassSuccess:
+		return "success"
 	}
 	return "Class(" + strconv.Itoa(int(c)) + ")"
 }
@@ -81,42 +112,47 @@ type classError struct {
 func (e *classError) Error() string { return e.err.Error() }
 func (e *classError) Unwrap() error { return e.err }
 
-// MarkPermanent wraps err so that the default classifier says Permanent.
-// It returns nil for a nil err.
+// MarkPermanent wraps err so that Classify says ClassPermanent. It returns
+// nil for a nil err.
 func MarkPermanent(err error) error {
 	if err == nil {
 		return nil
 	}
-	return &classError{err, Permanent}
+	return &classError{err, ClassPermanent}
 }
 
-// MarkNotReady wraps err so that the default classifier says NotReady.
-// It returns nil for a nil err.
+// MarkNotReady wraps err so that Classify says ClassNotReady. It returns nil
+// for a nil err.
 func MarkNotReady(err error) error {
 	if err == nil {
 		return nil
 	}
-	return &classError{err, NotReady}
+	return &classError{err, ClassNotReady}
 }
 
-// IsPermanent reports whether err was marked with MarkPermanent.
-func IsPermanent(err error) bool { return Classify(err) == Permanent }
+// IsPermanent reports whether Classify says ClassPermanent of err.
+func IsPermanent(err error) bool { return Classify(err) == ClassPermanent }
 
-// IsNotReady reports whether err was marked with MarkNotReady.
-func IsNotReady(err error) bool { return Classify(err) == NotReady }
+// IsNotReady reports whether Classify says ClassNotReady of err.
+func IsNotReady(err error) bool { return Classify(err) == ClassNotReady }
 
-// Classify is the default retry classifier: the class of the outermost
-// mark in err's chain, and Transient for anything unmarked. A cancelled
-// context is Permanent: the caller has gone.
+// Classify is the default classifier of retries and breakers: ClassSuccess
+// for nil; the class of the outermost mark (MarkPermanent, MarkNotReady) in
+// err's chain; ClassIgnored for a cancelled context (the caller has gone;
+// the callee did nothing wrong); ClassTransient for anything else, timeouts
+// included.
 func Classify(err error) Class {
+	if err == nil {
+		return ClassSuccess
+	}
 	var ce *classError
 	if errors.As(err, &ce) {
 		return ce.class
 	}
 	if errors.Is(err, context.Canceled) {
-		return Permanent
+		return ClassIgnored
 	}
-	return Transient
+	return ClassTransient
 }
 
 type retryAfterError struct {
@@ -166,3 +202,12 @@ type budgetError struct{ err error }
 func (e *budgetError) Error() string        { return ErrBudgetExhausted.Error() + ": " + e.err.Error() }
 func (e *budgetError) Unwrap() error        { return e.err }
 func (e *budgetError) Is(target error) bool { return target == ErrBudgetExhausted }
+
+// interruptedError is what a retry returns when its context ends during a
+// back-off: it Is the context's cause and wraps the last attempt's error.
+type interruptedError struct{ cause, last error }
+
+func (e *interruptedError) Error() string {
+	return "resilience: retry interrupted: " + e.cause.Error() + "; last attempt: " + e.last.Error()
+}
+func (e *interruptedError) Unwrap() []error { return []error{e.cause, e.last} }

@@ -1,6 +1,7 @@
 package resilience
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"io"
@@ -32,8 +33,14 @@ type TransportConfig struct {
 	// are retried (if the request may be) and count against the breaker.
 	// Default: 5xx other than 501 and 505, and 429 Too Many Requests.
 	IsFailure func(*http.Response) bool
-	// Clock drives all the policies; it overrides the clocks in Breaker and
-	// Retry. Default the system clock.
+	// MaxHosts bounds the breakers the transport keeps, one per host: when a
+	// new host would pass it, the least recently used closed breaker is
+	// dropped (or, if none is closed, the least recently used one). A host
+	// whose breaker was dropped starts afresh, closed. Default 1024.
+	MaxHosts int
+	// Clock is the one clock of the transport: its breakers', its
+	// back-off's and its attempt timeouts'. Breaker.Clock must be left nil.
+	// Default the system clock.
 	Clock Clock
 }
 
@@ -41,34 +48,59 @@ type TransportConfig struct {
 // each host and retries idempotent requests with back-off. A failed
 // response (see IsFailure) is returned as the response once the retries are
 // spent; a breaker rejection is an error that Is ErrOpen.
+//
+// The zero Transport is ready to use, with the defaults of a zero
+// TransportConfig; NewTransport makes one from a validated config.
 type Transport struct {
-	cfg      TransportConfig
-	retry    *Retry
+	once  sync.Once
+	cfg   TransportConfig // read only after init
+	retry *Retry
+
 	mu       sync.Mutex
-	breakers map[string]*Breaker
+	breakers map[string]*list.Element // of *Breaker, in recent: most recently used first
+	recent   list.List
 }
 
 // NewTransport returns a Transport.
 func NewTransport(cfg TransportConfig) (*Transport, error) {
-	cfg.Clock = clockOr(cfg.Clock)
-	cfg.Breaker.Clock, cfg.Retry.Clock = cfg.Clock, cfg.Clock
+	if cfg.Breaker.Clock != nil {
+		return nil, errors.New("resilience: set TransportConfig.Clock, not TransportConfig.Breaker.Clock: a transport has one clock")
+	}
 	if err := cfg.Breaker.Validate(); err != nil {
 		return nil, err
 	}
 	if cfg.AttemptTimeout < 0 {
 		return nil, errors.New("resilience: TransportConfig.AttemptTimeout must be >= 0")
 	}
-	r, err := NewRetry(cfg.Retry)
-	if err != nil {
+	if cfg.MaxHosts < 0 {
+		return nil, errors.New("resilience: TransportConfig.MaxHosts must be >= 0")
+	}
+	if err := cfg.Retry.Validate(); err != nil {
 		return nil, err
 	}
-	if cfg.Base == nil {
-		cfg.Base = http.DefaultTransport
-	}
-	if cfg.IsFailure == nil {
-		cfg.IsFailure = IsFailureStatus
-	}
-	return &Transport{cfg: cfg, retry: r, breakers: make(map[string]*Breaker)}, nil
+	t := &Transport{cfg: cfg}
+	t.init()
+	return t, nil
+}
+
+// init fills in the defaults, once: for NewTransport, and for a zero
+// Transport on its first use.
+func (t *Transport) init() {
+	t.once.Do(func() {
+		t.cfg.Clock = clockOr(t.cfg.Clock)
+		t.cfg.Breaker.Clock = t.cfg.Clock
+		if t.cfg.Base == nil {
+			t.cfg.Base = http.DefaultTransport
+		}
+		if t.cfg.IsFailure == nil {
+			t.cfg.IsFailure = IsFailureStatus
+		}
+		if t.cfg.MaxHosts == 0 {
+			t.cfg.MaxHosts = 1024
+		}
+		t.retry = &Retry{cfg: t.cfg.Retry}
+		t.breakers = make(map[string]*list.Element)
+	})
 }
 
 // IsFailureStatus is the default TransportConfig.IsFailure: 429 and the 5xx
@@ -85,35 +117,68 @@ func IsFailureStatus(resp *http.Response) bool {
 	}
 }
 
-// Breaker returns the breaker of host (as in URL.Host), creating it if
-// need be.
-func (t *Transport) Breaker(host string) *Breaker {
+// Breaker returns the breaker of host (as in URL.Host) if the transport
+// keeps one: for an operator's ForceOpen, ForceClosed or Release. It
+// creates none.
+func (t *Transport) Breaker(host string) (*Breaker, bool) {
+	t.init()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	b := t.breakers[host]
-	if b == nil {
-		cfg := t.cfg.Breaker
-		cfg.Name = host
-		b, _ = NewBreaker(cfg) // the config was validated by NewTransport
-		t.breakers[host] = b
+	if e := t.breakers[host]; e != nil {
+		return e.Value.(*Breaker), true
 	}
+	return nil, false
+}
+
+// breaker returns the breaker of host, making it if need be (and dropping
+// another past MaxHosts).
+func (t *Transport) breaker(host string) *Breaker {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if e := t.breakers[host]; e != nil {
+		t.recent.MoveToFront(e)
+		return e.Value.(*Breaker)
+	}
+	if len(t.breakers) >= t.cfg.MaxHosts {
+		t.dropLocked()
+	}
+	cfg := t.cfg.Breaker
+	cfg.Name = host
+	b, _ := NewBreaker(cfg) // the config was validated by NewTransport
+	t.breakers[host] = t.recent.PushFront(b)
 	return b
 }
 
-// Snapshots returns a snapshot of every host's breaker.
+// dropLocked forgets the least recently used closed breaker, or the least
+// recently used one if none is closed.
+func (t *Transport) dropLocked() {
+	victim := t.recent.Back()
+	for e := victim; e != nil; e = e.Prev() {
+		if e.Value.(*Breaker).State() == StateClosed {
+			victim = e
+			break
+		}
+	}
+	delete(t.breakers, t.recent.Remove(victim).(*Breaker).Name())
+}
+
+// Snapshots returns a snapshot of every host's breaker, most recently used
+// first.
 func (t *Transport) Snapshots() []BreakerSnapshot {
+	t.init()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	out := make([]BreakerSnapshot, 0, len(t.breakers))
-	for _, b := range t.breakers {
-		out = append(out, b.Snapshot())
+	for e := t.recent.Front(); e != nil; e = e.Next() {
+		out = append(out, e.Value.(*Breaker).Snapshot())
 	}
 	return out
 }
 
 // RoundTrip implements http.RoundTripper.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	p := Pipeline{Breaker: t.Breaker(req.URL.Host), Clock: t.cfg.Clock}
+	t.init()
+	p := Pipeline{Breaker: t.breaker(req.URL.Host)} // on the breaker's clock, the transport's
 	if replayable(req) {
 		p.Retry = t.retry
 	}
@@ -176,7 +241,13 @@ func (t *Transport) attempt(ctx context.Context, req *http.Request, try int) (*h
 		tc.release()
 		return nil, err
 	}
-	resp.Body = &releasingBody{ReadCloser: resp.Body, ctx: tc}
+	body := &releasingBody{ReadCloser: resp.Body, ctx: tc}
+	resp.Body = body
+	if w, ok := body.ReadCloser.(io.Writer); ok {
+		// A protocol switch (101): the body is the connection, and
+		// httputil.ReverseProxy needs it writable.
+		resp.Body = &releasingConn{releasingBody: body, w: w}
+	}
 	return resp, nil
 }
 
@@ -191,6 +262,26 @@ func (b *releasingBody) Close() error {
 	err := b.ReadCloser.Close()
 	b.ctx.release()
 	return err
+}
+
+// releasingConn is releasingBody for an upgraded connection: writes pass
+// through too.
+type releasingConn struct {
+	*releasingBody
+	w io.Writer
+}
+
+func (c *releasingConn) Write(p []byte) (int, error) { return c.w.Write(p) }
+
+// CloseWrite half-closes the connection where the transport's can (as
+// net/http's can), so the proxy passes a client's end of input on; where it
+// cannot, it closes the connection, which ends the exchange as the proxy
+// would have.
+func (c *releasingConn) CloseWrite() error {
+	if cw, ok := c.w.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return c.Close()
 }
 
 func replayable(req *http.Request) bool {

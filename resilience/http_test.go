@@ -208,7 +208,7 @@ func TestTransportBreakerPerHost(t *testing.T) {
 	for _, s := range tr.Snapshots() {
 		snaps[s.Name] = s.State
 	}
-	if snaps["cart"] != Open || snaps["stock"] != Closed {
+	if snaps["cart"] != StateOpen || snaps["stock"] != StateClosed {
 		t.Errorf("breakers = %v, want cart open, stock closed", snaps)
 	}
 }
@@ -314,7 +314,7 @@ func TestProxyFailsFastWhileOpenAndRecovers(t *testing.T) {
 	clock := resiliencetest.NewClock(t0)
 	proxy, err := NewProxy(target, ProxyConfig{Transport: TransportConfig{
 		Clock:   clock,
-		Breaker: BreakerConfig{MinCalls: 2, OpenPeriod: func(int) time.Duration { return 10 * time.Second }},
+		Breaker: BreakerConfig{MinCalls: 2, OpenPeriod: fixed(10 * time.Second)},
 		Retry:   RetryConfig{MaxAttempts: 1},
 	}})
 	if err != nil {
@@ -353,7 +353,7 @@ func TestProxyFailsFastWhileOpenAndRecovers(t *testing.T) {
 	if resp.StatusCode != 200 || string(body) != "cart /items" {
 		t.Errorf("after the open period: %d %q, want 200 from the upstream", resp.StatusCode, body)
 	}
-	if s := proxy.Transport().Breaker(target.Host).State(); s != Closed {
+	if s := proxy.Breaker().State(); s != StateClosed {
 		t.Errorf("breaker = %v, want closed after a good probe", s)
 	}
 	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
@@ -375,5 +375,117 @@ func TestProxyErrors(t *testing.T) {
 	}
 	if _, err := NewProxy(&url.URL{Path: "/relative"}, ProxyConfig{}); err == nil {
 		t.Error("NewProxy with a relative URL: nil error")
+	}
+}
+
+// While half-open with its probe in flight, the proxy says how long the
+// probe may take at most (its attempt timeout, or what is left of the
+// breaker's half-open wait), not "1".
+func TestProxyRetryAfterWhileHalfOpen(t *testing.T) {
+	for _, tt := range []struct {
+		name           string
+		attemptTimeout time.Duration
+		want           string
+	}{
+		{"attempt timeout", 8 * time.Second, "8"},
+		{"half-open wait", 0, "57"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			release := make(chan struct{})
+			arrived := make(chan struct{}, 1)
+			upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == "/fail" {
+					http.Error(w, "down", http.StatusInternalServerError)
+					return
+				}
+				arrived <- struct{}{}
+				<-release
+			}))
+			defer upstream.Close()
+			base := &http.Transport{}
+			defer base.CloseIdleConnections()
+			target, _ := url.Parse(upstream.URL)
+			clock := resiliencetest.NewClock(t0)
+			proxy, err := NewProxy(target, ProxyConfig{Transport: TransportConfig{
+				Base: base, Clock: clock, AttemptTimeout: tt.attemptTimeout,
+				Breaker: BreakerConfig{MinCalls: 1, HalfOpenMaxWait: time.Minute, OpenPeriod: fixed(time.Second)},
+				Retry:   RetryConfig{MaxAttempts: 1},
+			}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			proxy.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/fail", nil))
+			clock.Advance(time.Second) // half-open
+			probed := make(chan int)
+			go func() {
+				rec := httptest.NewRecorder()
+				proxy.ServeHTTP(rec, httptest.NewRequest("GET", "/slow", nil))
+				probed <- rec.Code
+			}()
+			<-arrived
+			clock.Advance(3 * time.Second)
+			rec := httptest.NewRecorder()
+			proxy.ServeHTTP(rec, httptest.NewRequest("GET", "/other", nil))
+			close(release)
+			if code := <-probed; code != 200 {
+				t.Errorf("probe: status %d, want 200", code)
+			}
+			if got := rec.Header().Get("Retry-After"); rec.Code != 503 || got != tt.want {
+				t.Errorf("while the probe runs: %d, Retry-After %q; want 503, %q", rec.Code, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestProxyForcedOpen(t *testing.T) {
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t.Error("a forced-open proxy called the upstream")
+	}))
+	defer upstream.Close()
+	target, _ := url.Parse(upstream.URL)
+	proxy, err := NewProxy(target, ProxyConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy.Breaker().ForceOpen()
+	rec := httptest.NewRecorder()
+	proxy.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+	d, err := problem.Read(rec.Result())
+	if err != nil || rec.Code != 503 || d.Status != 503 || rec.Header().Get("Retry-After") != "" {
+		t.Errorf("forced open: %d, Retry-After %q, problem %+v, %v; want 503 problem details without Retry-After",
+			rec.Code, rec.Header().Get("Retry-After"), d, err)
+	}
+}
+
+// The transport keeps at most MaxHosts breakers, dropping the least
+// recently used closed one first, and looking a breaker up creates none.
+func TestTransportBoundsItsBreakers(t *testing.T) {
+	up := &fakeUpstream{statuses: []int{500}}
+	tr, _ := newTestTransport(t, up, TransportConfig{MaxHosts: 2, Clock: resiliencetest.NewClock(t0),
+		Breaker: BreakerConfig{MinCalls: 1}, Retry: RetryConfig{MaxAttempts: 1}})
+	get := func(host string) {
+		t.Helper()
+		resp, err := tr.RoundTrip(httptest.NewRequest("GET", "http://"+host+"/", nil))
+		if err == nil {
+			resp.Body.Close()
+		}
+	}
+	get("a") // fails: a's breaker opens
+	get("b")
+	get("c") // full: b goes (the least recently used closed one), not a
+	if _, ok := tr.Breaker("b"); ok {
+		t.Error("b is still kept, want it dropped")
+	}
+	if b, ok := tr.Breaker("a"); !ok || b.State() != StateOpen {
+		t.Errorf("a: kept %v, want kept and open (an open breaker is dropped last)", ok)
+	}
+	if _, ok := tr.Breaker("never-seen"); ok || len(tr.Snapshots()) != 2 {
+		t.Errorf("looking up an unknown host made a breaker: %d kept", len(tr.Snapshots()))
+	}
+	for i := range 1000 {
+		get(fmt.Sprintf("h%d", i))
+	}
+	if n := len(tr.Snapshots()); n != 2 {
+		t.Errorf("after 1,000 hosts: %d breakers kept, want 2", n)
 	}
 }

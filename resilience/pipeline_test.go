@@ -42,14 +42,14 @@ func TestAttemptTimeout(t *testing.T) {
 	if !errors.Is(err, ErrTimeout) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("err = %v, want ErrTimeout wrapping context.DeadlineExceeded", err)
 	}
-	if got := b.State(); got != Open {
+	if got := b.State(); got != StateOpen {
 		t.Errorf("breaker state = %v, want open: a timed-out attempt is a failure", got)
 	}
 }
 
 func TestAttemptTimeoutIsRetried(t *testing.T) {
 	clock := resiliencetest.NewClock(t0)
-	r, err := NewRetry(RetryConfig{MaxAttempts: 2, Clock: clock, Backoff: Backoff{Initial: time.Second}})
+	r, err := NewRetry(RetryConfig{MaxAttempts: 2, Backoff: Backoff{Initial: time.Second}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -262,5 +262,65 @@ func TestPipelineNilAndBulkheadRejection(t *testing.T) {
 	_, err = Do(context.Background(), &Pipeline{Bulkhead: bh}, failing(&calls))
 	if !errors.Is(err, ErrBulkheadFull) || calls != 0 {
 		t.Errorf("full bulkhead: err = %v, calls = %d; want ErrBulkheadFull, 0", err, calls)
+	}
+}
+
+func TestDeadlineCtxDerivedContexts(t *testing.T) {
+	clock := resiliencetest.NewClock(t0)
+	parent, cancelParent := context.WithCancel(context.Background())
+	defer cancelParent()
+
+	c := newDeadlineCtx(parent, clock, time.Second)
+	child, cancelChild := context.WithCancel(c)
+	defer cancelChild()
+	ran := make(chan struct{})
+	context.AfterFunc(c, func() { close(ran) })
+	clock.Advance(time.Second)
+	<-child.Done()
+	<-ran
+	if err, cause := child.Err(), context.Cause(c); err != context.DeadlineExceeded || cause != context.DeadlineExceeded {
+		t.Errorf("child Err %v, Cause(c) %v; want DeadlineExceeded for both", err, cause)
+	}
+	if cause := context.Cause(child); cause != context.DeadlineExceeded {
+		t.Errorf("Cause(child) = %v, want DeadlineExceeded", cause)
+	}
+
+	// Derived from a context that has already ended.
+	late, cancelLate := context.WithCancel(c)
+	defer cancelLate()
+	<-late.Done()
+
+	// A derived context that stops following c leaves it alone.
+	c = newDeadlineCtx(context.Background(), clock, time.Second)
+	stop := context.AfterFunc(c, func() { t.Error("a stopped AfterFunc ran") })
+	if !stop() {
+		t.Error("stop = false before c ended")
+	}
+	c.release()
+	if clock.Timers() != 0 {
+		t.Errorf("timers left armed: %d", clock.Timers())
+	}
+}
+
+// A callee that waits on its attempt's context, as any I/O call does, costs
+// the pipeline four allocations: the context, its channel, the timer and
+// the timer's function.
+func TestPipelineCtxAwareAllocs(t *testing.T) {
+	b, err := NewBreaker(BreakerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Pipeline{Retry: &Retry{}, Breaker: b, AttemptTimeout: time.Second}
+	ctx := context.Background()
+	fn := func(ctx context.Context) (int, error) {
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		default:
+			return 1, nil
+		}
+	}
+	if allocs := testing.AllocsPerRun(1000, func() { Do(ctx, p, fn) }); allocs > 4 {
+		t.Errorf("allocations per call = %v, want <= 4", allocs)
 	}
 }

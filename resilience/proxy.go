@@ -30,6 +30,7 @@ type ProxyConfig struct {
 type Proxy struct {
 	rp        *httputil.ReverseProxy
 	transport *Transport
+	breaker   *Breaker
 	logger    *slog.Logger
 }
 
@@ -48,7 +49,7 @@ func NewProxy(target *url.URL, cfg ProxyConfig) (*Proxy, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	p := &Proxy{transport: t, logger: logger}
+	p := &Proxy{transport: t, breaker: t.breaker(target.Host), logger: logger}
 	p.rp = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(target)
@@ -64,23 +65,50 @@ func NewProxy(target *url.URL, cfg ProxyConfig) (*Proxy, error) {
 	return p, nil
 }
 
-// ServeHTTP implements http.Handler.
-func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) { p.rp.ServeHTTP(w, r) }
+// ServeHTTP implements http.Handler. A zero Proxy has no target: it
+// answers 500 with a problem details body.
+func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if p.rp == nil {
+		problem.Write(w, problem.New(http.StatusInternalServerError, "the proxy has no target: make it with resilience.NewProxy"))
+		return
+	}
+	p.rp.ServeHTTP(w, r)
+}
 
-// Transport returns the proxy's transport, to read its breakers' snapshots.
+// Transport returns the proxy's transport.
 func (p *Proxy) Transport() *Transport { return p.transport }
 
+// Breaker returns the breaker in front of the target: for its Snapshot, and
+// for an operator's ForceOpen, ForceClosed and Release.
+func (p *Proxy) Breaker() *Breaker { return p.breaker }
+
+// retryAfter is the Retry-After of a rejection: while open, the rest of
+// the open period; while half-open, how long the probes in flight may still
+// take (the attempt timeout, if shorter than what is left of the breaker's
+// half-open wait).
+func (p *Proxy) retryAfter(open *OpenError) string {
+	wait := open.Until.Sub(p.transport.cfg.Clock.Now())
+	if t := p.transport.cfg.AttemptTimeout; open.State == StateHalfOpen && t > 0 {
+		wait = min(wait, t)
+	}
+	return FormatRetryAfter(wait)
+}
+
 // fail answers a request the upstream did not: 503 with Retry-After while
-// the breaker is open, 504 when the attempt timed out, 502 otherwise.
+// the breaker is open or half-open (without it when forced open), 504 when
+// the attempt timed out, 502 otherwise.
 func (p *Proxy) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var open *OpenError
 	var d problem.Details
 	switch {
+	case errors.As(err, &open) && open.State == StateForcedOpen:
+		// No Retry-After: an operator decides when calls resume.
+		d = problem.New(http.StatusServiceUnavailable, "calls to the upstream service are suspended by an operator")
 	case errors.As(err, &open):
-		wait := open.Until.Sub(p.transport.cfg.Clock.Now())
-		w.Header().Set("Retry-After", FormatRetryAfter(wait))
+		wait := p.retryAfter(open)
+		w.Header().Set("Retry-After", wait)
 		d = problem.New(http.StatusServiceUnavailable, "the upstream service is failing; calls to it are suspended")
-		d.Extensions = map[string]any{"retryAfter": FormatRetryAfter(wait)}
+		d.Extensions = map[string]any{"retryAfter": wait}
 	case errors.Is(err, ErrTimeout), errors.Is(err, context.DeadlineExceeded):
 		d = problem.New(http.StatusGatewayTimeout, "the upstream service did not answer in time")
 	case errors.Is(err, context.Canceled) && r.Context().Err() != nil:

@@ -22,10 +22,11 @@ func failing(calls *int, errs ...error) func(context.Context) (int, error) {
 	}
 }
 
+// newTestRetry returns a retry without jitter, and an automatic fake clock
+// for the pipeline that runs it.
 func newTestRetry(t *testing.T, cfg RetryConfig) (*Retry, *resiliencetest.Clock) {
 	t.Helper()
 	clock := resiliencetest.NewAutoClock(t0)
-	cfg.Clock = clock
 	r, err := NewRetry(cfg)
 	if err != nil {
 		t.Fatalf("NewRetry: %v", err)
@@ -50,9 +51,9 @@ func TestRetryClasses(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r, _ := newTestRetry(t, RetryConfig{MaxAttempts: 3})
+			r, clock := newTestRetry(t, RetryConfig{MaxAttempts: 3})
 			calls := 0
-			_, err := Do(context.Background(), &Pipeline{Retry: r}, failing(&calls, tt.errs...))
+			_, err := Do(context.Background(), &Pipeline{Retry: r, Clock: clock}, failing(&calls, tt.errs...))
 			if calls != tt.wantCalls {
 				t.Errorf("calls = %d, want %d", calls, tt.wantCalls)
 			}
@@ -69,7 +70,7 @@ func TestRetryBacksOffExponentially(t *testing.T) {
 		Backoff: Backoff{Initial: time.Second, Max: 5 * time.Second},
 		OnRetry: func(_ int, _ error, d time.Duration) { delays = append(delays, d) }})
 	calls := 0
-	_, err := Do(context.Background(), &Pipeline{Retry: r}, failing(&calls, errBoom, errBoom, errBoom, errBoom, errBoom))
+	_, err := Do(context.Background(), &Pipeline{Retry: r, Clock: clock}, failing(&calls, errBoom, errBoom, errBoom, errBoom, errBoom))
 	if !errors.Is(err, errBoom) {
 		t.Fatalf("err = %v, want errBoom", err)
 	}
@@ -94,12 +95,24 @@ func TestRetryFullJitter(t *testing.T) {
 	}
 }
 
+// fakeDeadlineCtx has a deadline on a fake clock's timeline: it reports it,
+// but real time never ends it, however long the tests run.
+type fakeDeadlineCtx struct {
+	context.Context
+	deadline time.Time
+}
+
+func withFakeDeadline(d time.Time) context.Context {
+	return fakeDeadlineCtx{context.Background(), d}
+}
+
+func (c fakeDeadlineCtx) Deadline() (time.Time, bool) { return c.deadline, true }
+
 func TestRetryRespectsDeadline(t *testing.T) {
 	r, clock := newTestRetry(t, RetryConfig{MaxAttempts: 10, Backoff: Backoff{Initial: time.Second}})
-	ctx, cancel := context.WithDeadline(context.Background(), t0.Add(3500*time.Millisecond))
-	defer cancel()
+	ctx := withFakeDeadline(t0.Add(3500 * time.Millisecond))
 	calls := 0
-	_, err := Do(ctx, &Pipeline{Retry: r}, failing(&calls, errBoom, errBoom, errBoom, errBoom))
+	_, err := Do(ctx, &Pipeline{Retry: r, Clock: clock}, failing(&calls, errBoom, errBoom, errBoom, errBoom))
 	// Attempts at 0s, 1s, 3s; the next would start at 7s, past the deadline.
 	if calls != 3 || !errors.Is(err, errBoom) {
 		t.Errorf("calls = %d, err = %v; want 3 calls and errBoom", calls, err)
@@ -112,7 +125,7 @@ func TestRetryRespectsDeadline(t *testing.T) {
 func TestRetryMaxElapsed(t *testing.T) {
 	r, clock := newTestRetry(t, RetryConfig{MaxAttempts: 10, MaxElapsed: 2 * time.Second, Backoff: Backoff{Initial: time.Second}})
 	calls := 0
-	Do(context.Background(), &Pipeline{Retry: r}, failing(&calls, errBoom, errBoom, errBoom))
+	Do(context.Background(), &Pipeline{Retry: r, Clock: clock}, failing(&calls, errBoom, errBoom, errBoom))
 	if calls != 2 || clock.Now().Sub(t0) != time.Second {
 		t.Errorf("calls = %d after %v, want 2 after 1s", calls, clock.Now().Sub(t0))
 	}
@@ -121,7 +134,7 @@ func TestRetryMaxElapsed(t *testing.T) {
 func TestRetryHonoursRetryAfter(t *testing.T) {
 	r, clock := newTestRetry(t, RetryConfig{Backoff: Backoff{Initial: time.Millisecond}})
 	calls := 0
-	v, err := Do(context.Background(), &Pipeline{Retry: r}, failing(&calls, WithRetryAfter(errBoom, 7*time.Second)))
+	v, err := Do(context.Background(), &Pipeline{Retry: r, Clock: clock}, failing(&calls, WithRetryAfter(errBoom, 7*time.Second)))
 	if err != nil || v != 2 {
 		t.Fatalf("Do = %v, %v; want 2, nil", v, err)
 	}
@@ -130,10 +143,9 @@ func TestRetryHonoursRetryAfter(t *testing.T) {
 	}
 
 	// A hint that ends past the deadline: give up now rather than sleep.
-	ctx, cancel := context.WithDeadline(context.Background(), clock.Now().Add(5*time.Second))
-	defer cancel()
+	ctx := withFakeDeadline(clock.Now().Add(5 * time.Second))
 	calls = 0
-	_, err = Do(ctx, &Pipeline{Retry: r}, failing(&calls, WithRetryAfter(errBoom, 7*time.Second)))
+	_, err = Do(ctx, &Pipeline{Retry: r, Clock: clock}, failing(&calls, WithRetryAfter(errBoom, 7*time.Second)))
 	if calls != 1 || !errors.Is(err, errBoom) {
 		t.Errorf("calls = %d, err = %v; want 1 call, errBoom", calls, err)
 	}
@@ -144,11 +156,11 @@ func TestRetryBudgetCapsRetries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, _ := newTestRetry(t, RetryConfig{MaxAttempts: 3, Budget: budget, Backoff: Backoff{Initial: time.Millisecond}})
+	r, clock := newTestRetry(t, RetryConfig{MaxAttempts: 3, Budget: budget, Backoff: Backoff{Initial: time.Millisecond}})
 	calls, exhausted := 0, 0
 	always := func(context.Context) (int, error) { calls++; return 0, errBoom }
 	for range 100 {
-		_, err := Do(context.Background(), &Pipeline{Retry: r}, always)
+		_, err := Do(context.Background(), &Pipeline{Retry: r, Clock: clock}, always)
 		if !errors.Is(err, errBoom) {
 			t.Fatalf("err = %v, want it to wrap errBoom", err)
 		}
@@ -180,11 +192,11 @@ func TestRetryDoesNotRetryIntoOpenBreaker(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			clock := resiliencetest.NewClock(t0)
-			b, err := NewBreaker(BreakerConfig{MinCalls: 1, Clock: clock, OpenPeriod: func(int) time.Duration { return 4 * time.Second }})
+			b, err := NewBreaker(BreakerConfig{MinCalls: 1, Clock: clock, OpenPeriod: fixed(4 * time.Second)})
 			if err != nil {
 				t.Fatal(err)
 			}
-			r, err := NewRetry(RetryConfig{MaxAttempts: 3, Clock: clock, Backoff: Backoff{Initial: tt.backoff}})
+			r, err := NewRetry(RetryConfig{MaxAttempts: 3, Backoff: Backoff{Initial: tt.backoff}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -213,22 +225,22 @@ func TestRetryDoesNotRetryIntoOpenBreaker(t *testing.T) {
 
 func TestRetryStopsWhenContextEndsDuringBackoff(t *testing.T) {
 	clock := resiliencetest.NewClock(t0)
-	r, err := NewRetry(RetryConfig{Clock: clock, Backoff: Backoff{Initial: time.Hour}})
+	r, err := NewRetry(RetryConfig{Backoff: Backoff{Initial: time.Hour}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() {
-		_, err := Do(ctx, &Pipeline{Retry: r}, func(context.Context) (int, error) { return 0, errBoom })
+		_, err := Do(ctx, &Pipeline{Retry: r, Clock: clock}, func(context.Context) (int, error) { return 0, errBoom })
 		done <- err
 	}()
 	if err := clock.WaitTimers(context.Background(), 1); err != nil {
 		t.Fatal(err)
 	}
 	cancel()
-	if err := <-done; !errors.Is(err, errBoom) {
-		t.Errorf("err = %v, want the last attempt's error", err)
+	if err := <-done; !errors.Is(err, context.Canceled) || !errors.Is(err, errBoom) {
+		t.Errorf("err = %v, want context.Canceled, wrapping the last attempt's error", err)
 	}
 }
 
@@ -241,5 +253,59 @@ func TestRetryConfigValidate(t *testing.T) {
 	}
 	if _, err := NewRetryBudget(0, 1); err == nil {
 		t.Error("NewRetryBudget(0, 1) = nil error, want one")
+	}
+}
+
+func TestRetryBudgetSmallRatioRefills(t *testing.T) {
+	budget, err := NewRetryBudget(0.0004, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !budget.withdraw() {
+		t.Fatal("a fresh budget refused its first retry")
+	}
+	for range 2499 {
+		budget.call()
+	}
+	if budget.withdraw() {
+		t.Fatalf("after 2,499 calls at 0.0004 a retry was allowed (tokens %v), want one only after 2,500", budget.Tokens())
+	}
+	budget.call()
+	if !budget.withdraw() {
+		t.Errorf("after 2,500 calls at 0.0004: no retry allowed (tokens %v), want one", budget.Tokens())
+	}
+}
+
+// A callee's Retry-After is bounded: capped at MaxRetryAfter (by default
+// the back-off's Max), and never below the back-off, so a hint of 0 or less
+// does not make a retry storm.
+func TestRetryAfterHintIsBounded(t *testing.T) {
+	tests := []struct {
+		name string
+		max  time.Duration
+		hint time.Duration
+		want time.Duration
+	}{
+		{"day-long hint, default cap", 0, 24 * time.Hour, 5 * time.Second},
+		{"day-long hint, own cap", 30 * time.Second, 24 * time.Hour, 30 * time.Second},
+		{"hint within the cap", 0, 3 * time.Second, 3 * time.Second},
+		{"zero hint", 0, 0, time.Second},
+		{"negative hint", 0, -time.Hour, time.Second},
+		{"hint shorter than the back-off", 0, time.Millisecond, time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var delays []time.Duration
+			r, clock := newTestRetry(t, RetryConfig{MaxAttempts: 2, MaxRetryAfter: tt.max,
+				Backoff: Backoff{Initial: time.Second, Max: 5 * time.Second},
+				OnRetry: func(_ int, _ error, d time.Duration) { delays = append(delays, d) }})
+			calls := 0
+			if _, err := Do(context.Background(), &Pipeline{Retry: r, Clock: clock}, failing(&calls, WithRetryAfter(errBoom, tt.hint))); err != nil {
+				t.Fatal(err)
+			}
+			if got := clock.Now().Sub(t0); got != tt.want || len(delays) != 1 || delays[0] != tt.want {
+				t.Errorf("waited %v (OnRetry %v), want %v", got, delays, tt.want)
+			}
+		})
 	}
 }

@@ -83,11 +83,16 @@ func (w *countWindow) counts() counts {
 // timeWindow holds the outcomes of the calls of the last period, in ten
 // buckets of period/10. It reads the clock on every call and takes a mutex:
 // use it when call rates vary too much for a count window to mean anything.
+//
+// Time only moves forward here: a clock that steps back (a wall clock set
+// back, a fake one moved back) leaves the window in its latest bucket until
+// the clock catches up.
 type timeWindow struct {
 	bucket time.Duration
 	origin time.Time
 
 	mu      sync.Mutex
+	latest  int64 // the latest bucket epoch seen
 	buckets [timeBuckets]timeBucket
 }
 
@@ -102,12 +107,17 @@ func newTimeWindow(period time.Duration, now time.Time) *timeWindow {
 	return &timeWindow{bucket: max(period/timeBuckets, 1), origin: now}
 }
 
-func (w *timeWindow) epoch(now time.Time) int64 { return int64(now.Sub(w.origin) / w.bucket) }
+// epochLocked returns the bucket epoch of now, never earlier than one
+// already seen.
+func (w *timeWindow) epochLocked(now time.Time) int64 {
+	w.latest = max(w.latest, int64(now.Sub(w.origin)/w.bucket))
+	return w.latest
+}
 
 func (w *timeWindow) record(now time.Time, outcome uint32) counts {
-	e := w.epoch(now)
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	e := w.epochLocked(now)
 	b := &w.buckets[e%timeBuckets]
 	if b.epoch != e {
 		*b = timeBucket{epoch: e}
@@ -125,7 +135,7 @@ func (w *timeWindow) record(now time.Time, outcome uint32) counts {
 func (w *timeWindow) counts(now time.Time) counts {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.sumLocked(w.epoch(now))
+	return w.sumLocked(w.epochLocked(now))
 }
 
 func (w *timeWindow) sumLocked(e int64) counts {
