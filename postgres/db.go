@@ -7,9 +7,11 @@ import (
 	"hash/fnv"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -54,19 +56,48 @@ func (o *Options) setDefaults() {
 	}
 }
 
-// Validate reports whether o can be used.
+// Validate reports whether o can be used. Its errors wrap
+// [eventstore.ErrInvalid].
 func (o Options) Validate() error {
+	if err := validateSchema(o.Schema); err != nil {
+		return err
+	}
 	switch {
-	case len(o.Schema) > 63:
-		return fmt.Errorf("postgres: schema name %q is longer than 63 bytes", o.Schema)
 	case o.MaxBatch < 0:
-		return fmt.Errorf("postgres: negative MaxBatch %d", o.MaxBatch)
+		return invalid("negative MaxBatch %d", o.MaxBatch)
 	case o.Writers < 0:
-		return fmt.Errorf("postgres: negative Writers %d", o.Writers)
+		return invalid("negative Writers %d", o.Writers)
 	case o.PollInterval < 0:
-		return fmt.Errorf("postgres: negative PollInterval %s", o.PollInterval)
+		return invalid("negative PollInterval %s", o.PollInterval)
 	}
 	return nil
+}
+
+// validateSchema refuses a schema name PostgreSQL cannot hold as given: one
+// it would truncate (longer than NAMEDATALEN-1 bytes), one it cannot store
+// (NUL, not UTF-8), or one it reserves. Any other name is safe: it is always
+// quoted.
+func validateSchema(name string) error {
+	switch {
+	case len(name) > maxIdentLen:
+		return invalid("schema name %q is %d bytes, longer than PostgreSQL's %d", name, len(name), maxIdentLen)
+	case !utf8.ValidString(name):
+		return invalid("schema name %q is not valid UTF-8", name)
+	case strings.IndexByte(name, 0) >= 0:
+		return invalid("schema name %q contains a NUL byte", name)
+	case strings.HasPrefix(name, "pg_"):
+		return invalid("schema name %q: names beginning with pg_ are reserved by PostgreSQL", name)
+	}
+	return nil
+}
+
+// maxIdentLen is the longest identifier PostgreSQL keeps whole (NAMEDATALEN-1
+// bytes in a default build); longer ones are silently truncated.
+const maxIdentLen = 63
+
+// invalid returns an error wrapping eventstore.ErrInvalid.
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("postgres: %w: %s", eventstore.ErrInvalid, fmt.Sprintf(format, args...))
 }
 
 // DB is recado's storage in one PostgreSQL schema. It is safe for concurrent
@@ -166,7 +197,7 @@ func (db *DB) errClosed(op string) error {
 // channelName is the NOTIFY channel of a schema's event store.
 func channelName(schema string) string {
 	name := "recado:" + schema
-	if len(name) > 63 {
+	if len(name) > maxIdentLen {
 		h := fnv.New64a()
 		h.Write([]byte(schema))
 		name = fmt.Sprintf("recado:%x", h.Sum64())

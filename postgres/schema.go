@@ -144,6 +144,16 @@ const streamChanged = "recado: stream changed by another writer"
 // (the sequence's increment).
 const seqBlock = 1024
 
+// quoteLiteral quotes s as a PostgreSQL string literal, whatever the
+// server's standard_conforming_strings (as libpq's PQescapeLiteral does).
+func quoteLiteral(s string) string {
+	q := "'" + strings.ReplaceAll(s, "'", "''") + "'"
+	if strings.Contains(s, `\`) {
+		q = "E" + strings.ReplaceAll(q, `\`, `\\`)
+	}
+	return q
+}
+
 // queries are the SQL statements of one schema, built once.
 type queries struct {
 	channel string
@@ -172,7 +182,9 @@ type queries struct {
 }
 
 func newQueries(schema, channel string) queries {
-	r := strings.NewReplacer("$S", schema)
+	// $S is the quoted schema, an identifier; $Q is the events sequence's
+	// name as a string literal, for nextval's regclass argument.
+	r := strings.NewReplacer("$S", schema, "$Q", quoteLiteral(schema+".events_seq"))
 	const cols = "major, seq, id, stream, version, type, data, metadata, time"
 	return queries{
 		channel: channel,
@@ -183,7 +195,7 @@ ON CONFLICT (stream) DO UPDATE SET stream = EXCLUDED.stream
 RETURNING stream, version, deleted_version, tombstoned, major`),
 		storedIDs:   r.Replace(`SELECT id, stream, version, type, data, major, seq FROM $S.events WHERE id = ANY($1::text[])`),
 		readStreams: r.Replace(`SELECT stream, version, deleted_version, tombstoned, major FROM $S.streams WHERE stream = ANY($1::text[])`),
-		xidAndSeqs:  r.Replace(`SELECT pg_current_xact_id()::text::bigint, nextval('$S.events_seq') FROM generate_series(1, $1::int)`),
+		xidAndSeqs:  r.Replace(`SELECT pg_current_xact_id()::text::bigint, nextval($Q) FROM generate_series(1, $1::int)`),
 		insertEvents: r.Replace(`INSERT INTO $S.events (` + cols + `)
 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::bytea[], $8::bytea[], $9::timestamptz[])`),
 		updateStream: r.Replace(`UPDATE $S.streams AS s SET version = u.version, major = u.major
