@@ -2,11 +2,17 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
 )
+
+// ErrSchemaTooNew is returned by [Open] for a schema migrated by a newer
+// version of recado: this code could misread or damage what it does not know,
+// so it writes nothing.
+var ErrSchemaTooNew = errors.New("postgres: schema is newer than this version of recado knows")
 
 // A contract's schema evolves through its own numbered migrations, recorded in
 // schema_versions, so two contracts can change in parallel without colliding.
@@ -118,9 +124,8 @@ func (db *DB) migrateContract(ctx context.Context, tx pgx.Tx, c contract) error 
 		return fmt.Errorf("postgres: migrate %s in schema %s: %w", c.name, db.schema, err)
 	}
 	if current > len(c.migrations) {
-		db.log.Warn("postgres: schema is newer than this code", "schema", db.opts.Schema, "contract", c.name,
-			"version", current, "known", len(c.migrations))
-		return nil
+		return fmt.Errorf("%w: schema %s, contract %s is at version %d, this code knows up to %d",
+			ErrSchemaTooNew, db.schema, c.name, current, len(c.migrations))
 	}
 	for v := current + 1; v <= len(c.migrations); v++ {
 		sql := fmt.Sprintf(c.migrations[v-1], db.schema)

@@ -110,3 +110,21 @@ func dropSchema(t *testing.T, conn *pgx.Conn, name string) {
 		t.Errorf("drop schema %q: %v", name, err)
 	}
 }
+
+// TestOpenRefusesNewerSchema: a schema migrated by a newer recado (a version
+// this code does not know) is refused at Open, before anything is written.
+func TestOpenRefusesNewerSchema(t *testing.T) {
+	db := openTest(t, Options{})
+	ctx := t.Context()
+	if _, err := db.pool.Exec(ctx, "INSERT INTO "+db.schema+".schema_versions (contract, version) VALUES ('eventstore', 99)"); err != nil {
+		t.Fatal(err)
+	}
+	other, err := Open(ctx, db.pool, Options{Schema: db.opts.Schema})
+	if err == nil {
+		other.Close()
+		t.Fatal("Open of a schema newer than the code succeeded")
+	}
+	if !errors.Is(err, ErrSchemaTooNew) || !strings.Contains(err.Error(), "99") {
+		t.Errorf("Open error = %v, want ErrSchemaTooNew naming version 99", err)
+	}
+}
