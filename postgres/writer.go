@@ -276,13 +276,15 @@ type storedEvent struct {
 func (e *EventStore) execute(ctx context.Context, tx pgx.Tx, reqs []*appendReq, buf *batchBuf, lock bool) (out []appendOutcome, sent bool, err error) {
 	var conn sender = tx
 	if tx == nil {
-		c, err := e.db.pool.Acquire(ctx)
-		if err != nil {
+		c, aerr := e.db.pool.Acquire(ctx)
+		if aerr != nil {
 			if e.db.closed.Load() {
 				return nil, false, e.db.errClosed("append")
 			}
-			return nil, false, err
+			return nil, false, aerr
 		}
+		// err is the function's result: a failed commit leaves its
+		// transaction open (or aborted) until release rolls it back.
 		defer func() { release(c, err == nil) }()
 		conn = c.Conn()
 	}
