@@ -146,7 +146,7 @@ func TestAppendSurvivesDroppedConnection(t *testing.T) {
 					terminate(t, pid, "")
 				}
 			}
-			s.hooks.afterCommit = func() error {
+			s.hooks.afterCommit = func(int) error {
 				mu.Lock()
 				defer mu.Unlock()
 				if attempt <= len(tc.loses) && tc.loses[attempt-1] {

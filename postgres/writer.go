@@ -134,8 +134,12 @@ func (w *writer) commit(reqs []*appendReq, buf *batchBuf) {
 			return
 		}
 		if sent {
-			for _, r := range reqs {
-				r.inFlight = true
+			// Only the appends the lost commit would have written are in
+			// flight: one it found already stored stays a duplicate.
+			for i, r := range reqs {
+				if outcomes == nil || outcomes[i].err == nil && !outcomes[i].res.Duplicate {
+					r.inFlight = true
+				}
 			}
 		}
 		if errors.Is(err, errNeedIDs) {
@@ -272,7 +276,9 @@ type storedEvent struct {
 // caller's unit of work, and leaves the commit to it. With lock it locks the
 // stream rows before reading them; without, it reads them plainly and the
 // write fails (to be retried with lock) if one changed meanwhile. sent reports
-// that a commit was sent, so the outcome of a failure is unknown.
+// that a commit was sent, so the outcome of a failure is unknown; out is what
+// the attempt decided for each append, also when the write failed (nil when
+// it failed before deciding).
 func (e *EventStore) execute(ctx context.Context, tx pgx.Tx, reqs []*appendReq, buf *batchBuf, lock bool) (out []appendOutcome, sent bool, err error) {
 	var conn sender = tx
 	if tx == nil {
@@ -311,10 +317,10 @@ func (e *EventStore) execute(ctx context.Context, tx pgx.Tx, reqs []*appendReq, 
 	buf.reset()
 	out = e.decide(reqs, st.rows, st.stored, st.xid, st.seqs, buf)
 	sent, err = e.write(ctx, conn, tx == nil, st, buf, lock)
-	if err != nil {
-		return nil, sent, err
+	if h := e.hooks.afterCommit; h != nil && err == nil && tx == nil {
+		err = h(len(reqs))
 	}
-	return out, sent, nil
+	return out, sent, err
 }
 
 // sender is a connection or a transaction: what a pipeline is sent on.
@@ -486,11 +492,6 @@ func (e *EventStore) write(ctx context.Context, conn sender, own bool, st *batch
 	if err := conn.SendBatch(context.WithoutCancel(ctx), b).Close(); err != nil {
 		return own && connLost(err), err
 	}
-	if h := e.hooks.afterCommit; h != nil && own {
-		if err := h(); err != nil {
-			return true, err
-		}
-	}
 	return own, nil
 }
 
@@ -657,9 +658,9 @@ func clampInt64(v uint64) int64 {
 type testHooks struct {
 	// beforeWrite runs between the two round trips, with the backend pid.
 	beforeWrite func(pid uint32)
-	// afterCommit runs after a commit succeeded; an error makes the writer
-	// believe the reply was lost.
-	afterCommit func() error
+	// afterCommit runs after a commit of so many appends succeeded; an error
+	// makes the writer believe the reply was lost.
+	afterCommit func(appends int) error
 	// serialize makes every group commit take one transaction-scoped advisory
 	// lock first: the other known gap-safe design (commits serialized across
 	// processes), kept to compare the two by measurement.

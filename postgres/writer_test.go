@@ -2,7 +2,12 @@ package postgres
 
 import (
 	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/recado-dev/recado"
 	"github.com/recado-dev/recado/eventstore"
@@ -52,4 +57,67 @@ func TestFailedCommitKeepsConnection(t *testing.T) {
 	if _, err := collect(s.ReadAll(ctx, recado.Position{})); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestRetryInLostGroupStaysDuplicate: a genuine retry (its events were stored
+// by an earlier append) shares a group commit with a fresh append, and the
+// group's commit reply is lost. On the group's retry both find their events
+// stored: the fresh append's by its own lost commit (not a duplicate), the
+// retry's by the earlier append (a duplicate, as it was before the loss).
+func TestRetryInLostGroupStaysDuplicate(t *testing.T) {
+	db := openTest(t, Options{Writers: 1})
+	s := db.Events()
+	ctx := t.Context()
+	earlier := testEvents("E", 1)
+	first, err := s.Append(ctx, "earlier", earlier)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errLost := errors.New("reply lost (test)")
+	for round := range 50 {
+		var blocked, lost atomic.Bool
+		release := make(chan struct{})
+		s.hooks.beforeWrite = func(uint32) {
+			if blocked.CompareAndSwap(false, true) {
+				<-release // hold the writer so that the next two appends queue up
+			}
+		}
+		s.hooks.afterCommit = func(appends int) error {
+			if appends == 2 && lost.CompareAndSwap(false, true) {
+				return errLost
+			}
+			return nil
+		}
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			if _, err := s.Append(ctx, fmt.Sprintf("blocker-%d", round), testEvents("E", 1)); err != nil {
+				t.Error(err)
+			}
+		})
+		for !blocked.Load() {
+			runtime.Gosched()
+		}
+		var retry, fresh eventstore.AppendResult
+		var retryErr, freshErr error
+		wg.Go(func() { retry, retryErr = s.Append(ctx, "earlier", earlier) })
+		wg.Go(func() { fresh, freshErr = s.Append(ctx, fmt.Sprintf("fresh-%d", round), testEvents("E", 1)) })
+		time.Sleep(time.Millisecond) // let both reach the queue (a round where they do not is run again)
+		close(release)
+		wg.Wait()
+		s.hooks = testHooks{}
+		if retryErr != nil || freshErr != nil {
+			t.Fatalf("round %d: retry: %v; fresh append: %v", round, retryErr, freshErr)
+		}
+		if !lost.Load() {
+			continue // the two were not in one group
+		}
+		if !retry.Duplicate || retry.FirstPosition != first.FirstPosition {
+			t.Errorf("genuine retry in a group whose reply was lost = %+v, want the original %+v as a duplicate", retry, first)
+		}
+		if fresh.Duplicate {
+			t.Errorf("fresh append stored by the lost commit = %+v, want it not reported as a duplicate", fresh)
+		}
+		return
+	}
+	t.Fatal("the retry and the fresh append never shared a group commit in 50 rounds")
 }
