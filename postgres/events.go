@@ -382,6 +382,7 @@ func (e *EventStore) ReadStream(ctx context.Context, stream string, opts ...even
 		}
 		remaining := o.Limit
 		p := &page{}
+		var deleted int64 // the deleted version the first page saw
 		for first := true; ; first = false {
 			n := readStreamPage
 			if remaining > 0 && remaining < n {
@@ -423,18 +424,23 @@ func (e *EventStore) ReadStream(ctx context.Context, stream string, opts ...even
 				yield(recado.Event{}, fmt.Errorf("postgres: read stream %q: %w", stream, err))
 				return
 			}
+			// Each page comes with the stream's state of its own snapshot. A
+			// stream deleted since the first page (and perhaps written again)
+			// ends the read with the error the first page would have given.
+			during := ""
+			if !first {
+				during = " while it was read"
+			}
 			switch {
 			case state.tombstoned:
-				if first {
-					yield(recado.Event{}, fmt.Errorf("postgres: read stream %q: %w", stream, eventstore.ErrStreamDeleted))
-				}
+				yield(recado.Event{}, fmt.Errorf("postgres: read stream %q: tombstoned%s: %w", stream, during, eventstore.ErrStreamDeleted))
 				return
-			case !state.found || state.version <= state.deleted:
-				if first {
-					yield(recado.Event{}, fmt.Errorf("postgres: read stream %q: %w", stream, eventstore.ErrStreamNotFound))
-				}
+			case first && (!state.found || state.version <= state.deleted),
+				!first && (!state.found || state.deleted != deleted):
+				yield(recado.Event{}, fmt.Errorf("postgres: read stream %q%s: %w", stream, during, eventstore.ErrStreamNotFound))
 				return
 			}
+			deleted = state.deleted
 			if err := p.decode(); err != nil {
 				yield(recado.Event{}, err)
 				return
