@@ -69,3 +69,34 @@ func TestReadStreamChangedBetweenPages(t *testing.T) {
 		}
 	}
 }
+
+// TestHorizonIdleTransaction pins what Horizon reports for a session idle in
+// a transaction that has written (so has a transaction id): an Age (it holds
+// the horizon: the next commit will be held back) with HeldBack zero until an
+// event is committed after it, then HeldBack counting that event.
+func TestHorizonIdleTransaction(t *testing.T) {
+	db := openTest(t, Options{})
+	s := db.Events()
+	ctx := t.Context()
+	tx, err := db.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(context.Background())
+	if _, err := tx.Exec(ctx, "SELECT pg_current_xact_id()"); err != nil {
+		t.Fatal(err)
+	}
+	h, err := s.Horizon(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.Age <= 0 || h.PID == 0 || h.HeldBack != 0 {
+		t.Errorf("Horizon with a session idle in a transaction and nothing committed since = %+v, want an Age and a PID with HeldBack 0", h)
+	}
+	if _, err := s.Append(ctx, "s", testEvents("E", 1)); err != nil {
+		t.Fatal(err)
+	}
+	if h, err = s.Horizon(ctx); err != nil || h.Age <= 0 || h.HeldBack != 1 {
+		t.Errorf("Horizon after an event committed behind the idle transaction = %+v, %v; want an Age and HeldBack 1", h, err)
+	}
+}
