@@ -190,6 +190,30 @@ func (db *DB) Close() error {
 	return nil
 }
 
+// Every transaction recado runs for itself (a group commit, a delete, a
+// migration) sets its isolation and timeouts rather than inherit the role's or
+// the database's defaults: the compare-and-set of stream rows relies on READ
+// COMMITTED (under REPEATABLE READ or SERIALIZABLE a concurrent update fails
+// the transaction instead of being seen), and a role's lock_timeout,
+// statement_timeout or idle_in_transaction_session_timeout would fail, or
+// kill the session of, a commit that only waited for its turn.
+const beginOwn = "BEGIN ISOLATION LEVEL READ COMMITTED, READ WRITE"
+
+// ownTimeouts are the set_config calls (transaction-local) that give one of
+// recado's own transactions its timeouts: lockTimeout (0 waits for as long as
+// the context allows) and no statement, idle or transaction timeout (the
+// context bounds them). transaction_timeout exists from PostgreSQL 17 on.
+func ownTimeouts(lockTimeout time.Duration) string {
+	return fmt.Sprintf(`set_config('lock_timeout', '%dms', true), set_config('statement_timeout', '0', true),
+set_config('idle_in_transaction_session_timeout', '0', true),
+CASE WHEN current_setting('transaction_timeout', true) IS NOT NULL THEN set_config('transaction_timeout', '0', true) END`,
+		lockTimeout.Milliseconds())
+}
+
+// ownTxOptions begin one of recado's own transactions that waits for locks
+// as long as its context allows, in one round trip.
+var ownTxOptions = pgx.TxOptions{BeginQuery: beginOwn + "; SELECT " + ownTimeouts(0)}
+
 func (db *DB) errClosed(op string) error {
 	return fmt.Errorf("postgres: %s: %w", op, eventstore.ErrClosed)
 }

@@ -138,12 +138,12 @@ func TestAppendSurvivesDroppedConnection(t *testing.T) {
 			s := db.Events()
 			var mu sync.Mutex
 			attempt := 0
-			s.hooks.beforeWrite = func(pid uint32) {
+			s.hooks.beforeWrite = func(conn *pgx.Conn) {
 				mu.Lock()
 				defer mu.Unlock()
 				attempt++
 				if attempt <= len(tc.kills) && tc.kills[attempt-1] {
-					terminate(t, pid, "")
+					terminate(t, conn.PgConn().PID(), "")
 				}
 			}
 			s.hooks.afterCommit = func(int) error {

@@ -530,7 +530,7 @@ func (e *EventStore) delete(ctx context.Context, op, stream string, opts []event
 		}
 		return run(tx.tx)
 	}
-	err := pgx.BeginFunc(ctx, e.db.pool, run)
+	err := pgx.BeginTxFunc(ctx, e.db.pool, ownTxOptions, run)
 	if err != nil && e.db.closed.Load() && !isStoreError(err) {
 		return e.db.errClosed(op + " stream " + stream)
 	}

@@ -64,7 +64,7 @@ CREATE TABLE %[1]s.events (
 const migrateLockKey = 0x7265_6361 // "reca"
 
 func (db *DB) migrate(ctx context.Context) error {
-	tx, err := db.pool.Begin(ctx)
+	tx, err := db.pool.BeginTx(ctx, ownTxOptions)
 	if err != nil {
 		return fmt.Errorf("postgres: migrate schema %s: %w", db.schema, err)
 	}
@@ -172,6 +172,7 @@ type queries struct {
 	insertEvents string
 	updateStream string
 	notify       string
+	ownSettings  string
 	customPlans  string
 	restorePlans string
 
@@ -218,7 +219,10 @@ SELECT CASE WHEN count(*) = $6 THEN 0 ELSE ('` + streamChanged + ` ' || count(*)
 		newStreams: r.Replace(`INSERT INTO $S.streams (stream, version, major) SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[])`),
 		notify:     `SELECT pg_notify($1, '')`,
 		// Transaction-local: returns the setting it replaces.
-		customPlans:  `SELECT current_setting('plan_cache_mode'), set_config('plan_cache_mode', 'force_custom_plan', true)`,
+		customPlans: `SELECT current_setting('plan_cache_mode'), set_config('plan_cache_mode', 'force_custom_plan', true)`,
+		// A group commit's settings: customPlans and its timeouts.
+		ownSettings: `SELECT current_setting('plan_cache_mode'), set_config('plan_cache_mode', 'force_custom_plan', true), ` +
+			ownTimeouts(groupLockWait),
 		restorePlans: `SELECT set_config('plan_cache_mode', $1, true)`,
 
 		// The horizon: the oldest transaction still running, and the newest event

@@ -31,7 +31,7 @@ func (db *DB) Tx(ctx context.Context, fn func(tx *Tx) error) (err error) {
 	if db.closed.Load() {
 		return db.errClosed("Tx")
 	}
-	ptx, err := db.pool.Begin(ctx)
+	ptx, err := db.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
 	if err != nil {
 		return fmt.Errorf("postgres: begin unit of work: %w", err)
 	}

@@ -60,6 +60,10 @@ const (
 	maxContendedAttempts = 10
 )
 
+// groupLockWait is the lock_timeout of a group commit: how long it waits for a
+// stream row (or event ID) another transaction holds.
+const groupLockWait = 100 * time.Millisecond
+
 func (w *writer) close() { close(w.stop) }
 
 // loop is one writer connection's group commit loop.
@@ -312,7 +316,7 @@ func (e *EventStore) execute(ctx context.Context, tx pgx.Tx, reqs []*appendReq, 
 		}
 	}
 	if h := e.hooks.beforeWrite; h != nil && tx == nil {
-		h(conn.(*pgx.Conn).PgConn().PID())
+		h(conn.(*pgx.Conn))
 	}
 	buf.reset()
 	out = e.decide(reqs, st.rows, st.stored, st.xid, st.seqs, buf)
@@ -376,18 +380,21 @@ func (e *EventStore) readState(ctx context.Context, conn sender, own bool, reqs 
 	st := &batchState{rows: make(map[string]*streamRow, len(streams)), stored: make(map[string]storedEvent)}
 	var blocks []int64
 	b := &pgx.Batch{}
-	if own {
-		b.Queue("begin")
-		if e.hooks.serialize {
-			b.Queue("SELECT pg_advisory_xact_lock(hashtext($1))", q.channel)
-		}
-	}
 	// Plan the lookups and the stream update for their arguments. A generic
 	// plan cached while the tables were small (a sequential scan for
 	// id = ANY($1), a hash join for the stream update) would stay after they
 	// grow, costing a scan of the table per commit. The setting is put back
-	// before the insert.
-	b.Queue(q.customPlans).QueryRow(func(row pgx.Row) error { return row.Scan(&st.planMode, nil) })
+	// before the insert. A transaction of its own also gets its isolation and
+	// timeouts (see beginOwn).
+	if own {
+		b.Queue(beginOwn)
+		if e.hooks.serialize {
+			b.Queue("SELECT pg_advisory_xact_lock(hashtext($1))", q.channel)
+		}
+		b.Queue(q.ownSettings).QueryRow(func(row pgx.Row) error { return row.Scan(&st.planMode, nil, nil, nil, nil, nil) })
+	} else {
+		b.Queue(q.customPlans).QueryRow(func(row pgx.Row) error { return row.Scan(&st.planMode, nil) })
+	}
 	readStreams := q.readStreams
 	if lock {
 		readStreams = q.lockStreams
@@ -656,8 +663,9 @@ func clampInt64(v uint64) int64 {
 
 // testHooks let the package's tests break a group commit at chosen points.
 type testHooks struct {
-	// beforeWrite runs between the two round trips, with the backend pid.
-	beforeWrite func(pid uint32)
+	// beforeWrite runs between the two round trips, with the connection
+	// (inside the group commit's transaction).
+	beforeWrite func(conn *pgx.Conn)
 	// afterCommit runs after a commit of so many appends succeeded; an error
 	// makes the writer believe the reply was lost.
 	afterCommit func(appends int) error

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/recado-dev/recado"
 	"github.com/recado-dev/recado/eventstore"
 )
@@ -77,7 +79,7 @@ func TestRetryInLostGroupStaysDuplicate(t *testing.T) {
 	for round := range 50 {
 		var blocked, lost atomic.Bool
 		release := make(chan struct{})
-		s.hooks.beforeWrite = func(uint32) {
+		s.hooks.beforeWrite = func(*pgx.Conn) {
 			if blocked.CompareAndSwap(false, true) {
 				<-release // hold the writer so that the next two appends queue up
 			}
