@@ -29,6 +29,11 @@ type Options struct {
 	// MaxBatch is the most events one group commit writes. Default 1024. An
 	// append with more events than MaxBatch is committed on its own.
 	MaxBatch int
+	// MaxBatchBytes bounds the bytes one group commit sends (events' data,
+	// IDs, types, streams and metadata). Default 64 MiB. An append larger
+	// than MaxBatchBytes is committed on its own; one larger than a
+	// PostgreSQL message (1 GiB) is refused with eventstore.ErrInvalid.
+	MaxBatchBytes int
 	// Writers is how many group commits may be in flight at once, each on a
 	// connection of the pool: while one waits for its WAL flush, the next
 	// writes. Default 2 (1 for a pool of fewer than 4 connections), leaving
@@ -51,6 +56,9 @@ func (o *Options) setDefaults() {
 	if o.MaxBatch <= 0 {
 		o.MaxBatch = 1024
 	}
+	if o.MaxBatchBytes <= 0 {
+		o.MaxBatchBytes = 64 << 20
+	}
 	if o.PollInterval <= 0 {
 		o.PollInterval = time.Second
 	}
@@ -65,6 +73,8 @@ func (o Options) Validate() error {
 	switch {
 	case o.MaxBatch < 0:
 		return invalid("negative MaxBatch %d", o.MaxBatch)
+	case o.MaxBatchBytes < 0:
+		return invalid("negative MaxBatchBytes %d", o.MaxBatchBytes)
 	case o.Writers < 0:
 		return invalid("negative Writers %d", o.Writers)
 	case o.PollInterval < 0:
@@ -113,9 +123,12 @@ type DB struct {
 
 	ctx    context.Context // ends on Close
 	cancel context.CancelFunc
-	closed atomic.Bool
-	once   sync.Once
-	wg     sync.WaitGroup
+	// hardCtx ends closeGrace after Close: it bounds a commit already sent.
+	hardCtx    context.Context
+	hardCancel context.CancelFunc
+	closed     atomic.Bool
+	once       sync.Once
+	wg         sync.WaitGroup
 
 	ownPool   bool          // made by Connect: Close closes it
 	listenPID atomic.Uint32 // backend pid of the LISTEN connection, for tests
@@ -141,11 +154,13 @@ func Open(ctx context.Context, pool *pgxpool.Pool, opts Options) (*DB, error) {
 		return nil, err
 	}
 	db.ctx, db.cancel = context.WithCancel(context.Background())
+	db.hardCtx, db.hardCancel = context.WithCancel(context.Background())
 	db.events = newEvents(db)
-	db.wg.Add(1 + opts.Writers)
+	db.wg.Add(2 + opts.Writers)
 	for range opts.Writers {
 		go func() { defer db.wg.Done(); db.events.w.loop() }()
 	}
+	go func() { defer db.wg.Done(); db.events.w.runPark() }()
 	go func() { defer db.wg.Done(); db.listen() }()
 	return db, nil
 }
@@ -172,23 +187,39 @@ func (db *DB) Events() *EventStore { return db.events }
 // Pool returns the pool the DB uses.
 func (db *DB) Pool() *pgxpool.Pool { return db.pool }
 
-// Close stops the DB's goroutines: the group-commit writer finishes the
-// commit in flight, appends still waiting fail with [eventstore.ErrClosed], and
-// the listener disconnects. Every later call returns an error wrapping
-// ErrClosed. Close is safe to call more than once.
+// Close stops the DB's goroutines: a group commit already sent gets up to
+// closeGrace to be answered (a commit waits for a stream row at most
+// groupLockWait), appends still waiting fail with [eventstore.ErrClosed]
+// (those whose commit was sent and not answered, with
+// [eventstore.ErrUnknownOutcome]), and the listener disconnects. Every later
+// call returns an error wrapping ErrClosed. Close is safe to call more than
+// once.
 func (db *DB) Close() error {
 	db.once.Do(func() {
 		db.closed.Store(true)
 		db.cancel()
 		db.events.w.close()
 		db.events.Notify() // subscriptions read again and see ErrClosed
-		db.wg.Wait()
+		stopped := make(chan struct{})
+		go func() { db.wg.Wait(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(closeGrace):
+			db.log.Warn("postgres: Close: a commit was not answered in time; giving up on it", "schema", db.opts.Schema)
+			db.hardCancel()
+			<-stopped
+		}
+		db.hardCancel()
 		if db.ownPool {
 			db.pool.Close()
 		}
 	})
 	return nil
 }
+
+// closeGrace is how long Close waits for the answer to a commit already sent
+// (the server or the network may be stuck) before it gives up on it.
+const closeGrace = 5 * time.Second
 
 // Every transaction recado runs for itself (a group commit, a delete, a
 // migration) sets its isolation and timeouts rather than inherit the role's or

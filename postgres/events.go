@@ -40,6 +40,7 @@ const (
 func newEvents(db *DB) *EventStore {
 	e := &EventStore{db: db}
 	e.w = &writer{e: e, reqs: make(chan *appendReq), stop: make(chan struct{})}
+	e.w.park.init()
 	return e
 }
 
@@ -90,7 +91,8 @@ func (e *EventStore) Append(ctx context.Context, stream string, events []recado.
 }
 
 func (e *EventStore) appendInTx(ctx context.Context, tx *Tx, r *appendReq) (eventstore.AppendResult, error) {
-	out, _, err := e.execute(ctx, tx.tx, []*appendReq{r}, &batchBuf{}, true)
+	out, _, err := e.execute(ctx, tx, []*appendReq{r}, &batchBuf{}, true)
+	tx.hold(r.stream)
 	if err != nil {
 		return eventstore.AppendResult{}, fmt.Errorf("postgres: append to %q in a unit of work: %w", r.stream, err)
 	}
@@ -528,6 +530,7 @@ func (e *EventStore) delete(ctx context.Context, op, stream string, opts []event
 		if !ok || tx == nil {
 			return fmt.Errorf("%w: %s stream %q: InTx given a %T, want a *postgres.Tx", eventstore.ErrInvalid, op, stream, o.Tx)
 		}
+		defer tx.hold(stream)
 		return run(tx.tx)
 	}
 	err := pgx.BeginTxFunc(ctx, e.db.pool, ownTxOptions, run)

@@ -164,6 +164,7 @@ type queries struct {
 	channel string
 
 	lockStreams  string
+	heldStreams  string
 	readStreams  string
 	casStreams   string
 	newStreams   string
@@ -199,6 +200,10 @@ func newQueries(schema, channel string) queries {
 		lockStreams: r.Replace(`INSERT INTO $S.streams AS s (stream) SELECT unnest($1::text[]) ORDER BY 1
 ON CONFLICT (stream) DO UPDATE SET stream = EXCLUDED.stream
 RETURNING stream, version, deleted_version, tombstoned, major`),
+		// The streams whose rows another transaction holds: those that
+		// exist and cannot be locked without waiting.
+		heldStreams: r.Replace(`WITH free AS (SELECT stream FROM $S.streams WHERE stream = ANY($1::text[]) FOR UPDATE SKIP LOCKED)
+SELECT stream FROM $S.streams WHERE stream = ANY($1::text[]) EXCEPT SELECT stream FROM free`),
 		storedIDs:   r.Replace(`SELECT id, stream, version, type, data, major, seq FROM $S.events WHERE id = ANY($1::text[])`),
 		readStreams: r.Replace(`SELECT stream, version, deleted_version, tombstoned, major FROM $S.streams WHERE stream = ANY($1::text[])`),
 		xidAndSeqs:  r.Replace(`SELECT pg_current_xact_id()::text::bigint, nextval($Q) FROM generate_series(1, $1::int)`),

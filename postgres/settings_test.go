@@ -97,7 +97,8 @@ func TestAppendsIgnoreSessionDefaults(t *testing.T) {
 	}{
 		{name: "SerializableDatabase", dbSettings: []string{"default_transaction_isolation = 'serializable'"}},
 		{name: "RepeatableReadDatabase", dbSettings: []string{"default_transaction_isolation = 'repeatable read'"}},
-		{name: "RoleTimeouts", role: []string{"idle_in_transaction_session_timeout = '1ms'", "statement_timeout = '1h'"}},
+		{name: "RoleTimeouts", role: []string{"lock_timeout = '1ms'", "idle_in_transaction_session_timeout = '1ms'",
+			"statement_timeout = '1h'"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

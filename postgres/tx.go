@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sync/atomic"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -19,6 +21,17 @@ type Tx struct {
 	db       *DB
 	tx       pgx.Tx
 	appended bool
+	held     []string    // streams whose rows it has locked
+	done     atomic.Bool // DB.Tx has returned
+}
+
+// hold records that tx holds stream's row, so that group commits park appends
+// to it instead of waiting for the row until tx ends.
+func (tx *Tx) hold(stream string) {
+	if !slices.Contains(tx.held, stream) {
+		tx.held = append(tx.held, stream)
+		tx.db.events.w.park.hold(stream)
+	}
 }
 
 // Pgx returns the PostgreSQL transaction, for the caller's own reads and writes
@@ -41,6 +54,8 @@ func (db *DB) Tx(ctx context.Context, fn func(tx *Tx) error) (err error) {
 		if !committed {
 			_ = ptx.Rollback(context.Background())
 		}
+		tx.done.Store(true)
+		db.events.w.park.release(tx.held...) // the appends parked behind it may go
 	}()
 	if err := fn(tx); err != nil {
 		return err
