@@ -120,6 +120,7 @@ type DB struct {
 	schema string // quoted identifier
 	q      queries
 	events *EventStore
+	units  openUnits
 
 	ctx    context.Context // ends on Close
 	cancel context.CancelFunc

@@ -7,6 +7,7 @@ import (
 	"iter"
 	"math"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -22,6 +23,9 @@ type EventStore struct {
 	db    *DB
 	w     *writer
 	hooks testHooks // set by tests only, before use
+	// heldByUnit: a ReadAll stopped short of events a unit of work of this
+	// DB held back; its end wakes subscribers.
+	heldByUnit atomic.Bool
 }
 
 var (
@@ -61,9 +65,12 @@ func (e *EventStore) Append(ctx context.Context, stream string, events []recado.
 	r := &appendReq{stream: stream, events: slices.Clone(events), expected: o.Expected, done: make(chan appendOutcome, 1)}
 	if o.Tx != nil {
 		tx, ok := o.Tx.(*Tx)
-		if !ok || tx == nil {
+		if !ok {
 			return eventstore.AppendResult{}, fmt.Errorf("%w: append to %q: InTx given a %T, want a *postgres.Tx",
 				eventstore.ErrInvalid, stream, o.Tx)
+		}
+		if err := tx.usable(e.db, "append to "+stream); err != nil {
+			return eventstore.AppendResult{}, err
 		}
 		return e.appendInTx(ctx, tx, r)
 	}
@@ -91,8 +98,15 @@ func (e *EventStore) Append(ctx context.Context, stream string, events []recado.
 }
 
 func (e *EventStore) appendInTx(ctx context.Context, tx *Tx, r *appendReq) (eventstore.AppendResult, error) {
-	out, _, err := e.execute(ctx, tx, []*appendReq{r}, &batchBuf{}, true)
-	tx.hold(r.stream)
+	var out []appendOutcome
+	var err error
+	for range maxCommitAttempts {
+		out, _, err = e.execute(ctx, tx, []*appendReq{r}, &batchBuf{}, true)
+		tx.hold(r.stream)
+		if !errors.Is(err, errRaced) {
+			break
+		}
+	}
 	if err != nil {
 		return eventstore.AppendResult{}, fmt.Errorf("postgres: append to %q in a unit of work: %w", r.stream, err)
 	}
@@ -285,13 +299,24 @@ func (e *EventStore) waitHorizon(ctx context.Context, major int64) error {
 	defer timer.Stop()
 	for {
 		var xmin int64
-		err := e.retryRead(ctx, func() error {
-			return e.db.pool.QueryRow(ctx, "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint").Scan(&xmin)
-		})
+		var holder int32
+		q := "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint, 0"
+		if e.db.units.n.Load() > 0 {
+			q = e.db.q.horizonHolder
+		}
+		err := e.retryRead(ctx, func() error { return e.db.pool.QueryRow(ctx, q).Scan(&xmin, &holder) })
 		if err != nil {
 			return fmt.Errorf("postgres: read all: wait for open transactions: %w", err)
 		}
 		if xmin > major {
+			return nil
+		}
+		if e.db.units.holds(xmin, uint32(holder)) {
+			// A unit of work of this DB holds the horizon, perhaps the
+			// reader's own: waiting for it could be waiting forever. The read
+			// ends with what is readable (it resumes safely after it), and
+			// the unit of work's end wakes subscribers.
+			e.heldByUnit.Store(true)
 			return nil
 		}
 		timer.Reset(delay)
@@ -527,8 +552,11 @@ func (e *EventStore) delete(ctx context.Context, op, stream string, opts []event
 	}
 	if o.Tx != nil {
 		tx, ok := o.Tx.(*Tx)
-		if !ok || tx == nil {
+		if !ok {
 			return fmt.Errorf("%w: %s stream %q: InTx given a %T, want a *postgres.Tx", eventstore.ErrInvalid, op, stream, o.Tx)
+		}
+		if err := tx.usable(e.db, op+" stream "+stream); err != nil {
+			return err
 		}
 		defer tx.hold(stream)
 		return run(tx.tx)

@@ -171,6 +171,8 @@ type queries struct {
 	storedIDs    string
 	xidAndSeqs   string
 	insertEvents string
+	insertInTx   string
+	deleteEvents string
 	updateStream string
 	notify       string
 	ownSettings  string
@@ -186,6 +188,9 @@ type queries struct {
 	setDeleted  string
 	setTomb     string
 	horizonInfo string
+	// The horizon and the session of the transaction holding it (0 if none
+	// or a prepared one).
+	horizonHolder string
 }
 
 func newQueries(schema, channel string) queries {
@@ -209,6 +214,17 @@ SELECT stream FROM $S.streams WHERE stream = ANY($1::text[]) EXCEPT SELECT strea
 		xidAndSeqs:  r.Replace(`SELECT pg_current_xact_id()::text::bigint, nextval($Q) FROM generate_series(1, $1::int)`),
 		insertEvents: r.Replace(`INSERT INTO $S.events (` + cols + `)
 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::bytea[], $8::bytea[], $9::timestamptz[])`),
+		// In a unit of work: insert the events but those whose ID is stored
+		// meanwhile, update the stream rows only if none was, and return the
+		// IDs inserted.
+		insertInTx: r.Replace(`WITH ins AS (INSERT INTO $S.events (` + cols + `)
+	SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::bytea[], $8::bytea[], $9::timestamptz[])
+	ON CONFLICT (id) DO NOTHING RETURNING id),
+upd AS (UPDATE $S.streams AS s SET version = u.version, major = u.major
+	FROM unnest($10::text[], $11::bigint[], $12::bigint[]) AS u(stream, version, major)
+	WHERE s.stream = u.stream AND (SELECT count(*) FROM ins) = cardinality($3::text[]))
+SELECT coalesce(array_agg(id), '{}') FROM ins`),
+		deleteEvents: r.Replace(`DELETE FROM $S.events WHERE id = ANY($1::text[])`),
 		updateStream: r.Replace(`UPDATE $S.streams AS s SET version = u.version, major = u.major
 FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS u(stream, version, major) WHERE s.stream = u.stream`),
 		// The optimistic group commit read the stream rows without locking them:
@@ -255,6 +271,8 @@ ON CONFLICT (stream) DO UPDATE SET stream = EXCLUDED.stream
 RETURNING version, deleted_version, tombstoned`),
 		setDeleted: r.Replace(`UPDATE $S.streams SET deleted_version = version WHERE stream = $1`),
 		setTomb:    r.Replace(`UPDATE $S.streams SET tombstoned = true WHERE stream = $1`),
+		horizonHolder: `SELECT x, coalesce((SELECT pid FROM pg_stat_activity WHERE backend_xid::text::bigint = x % 4294967296 LIMIT 1), 0)
+FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS x) h`,
 		// The oldest transaction with an id (the one the horizon is), by the age
 		// of its id, with how many committed events it holds back.
 		horizonInfo: r.Replace(`SELECT coalesce(extract(epoch FROM now() - o.since), 0)::float8, coalesce(o.pid, 0),

@@ -497,6 +497,9 @@ func (e *EventStore) execute(ctx context.Context, unit *Tx, reqs []*appendReq, b
 	if err != nil {
 		return nil, false, err
 	}
+	if !own {
+		unit.setXID(st.xid)
+	}
 	if !allIDs {
 		for _, r := range reqs {
 			if _, ok := st.stored[r.events[0].ID]; ok && len(r.events) > 1 {
@@ -659,7 +662,18 @@ func (e *EventStore) write(ctx context.Context, conn sender, own bool, st *batch
 	q := &e.db.q
 	b := &pgx.Batch{}
 	var inserted, committed bool
+	var took []string // in a unit of work: the IDs inserted
 	switch {
+	case len(buf.ids) > 0 && !own:
+		// A unit of work must not be aborted by an ID that another
+		// transaction stored after the lookup: the insert skips it, the stream
+		// rows are updated only if every event was inserted, and otherwise
+		// the append is undone and decided again.
+		buf.sliceMeta()
+		b.Queue(q.restorePlans, st.planMode)
+		b.Queue(q.insertInTx, buf.majors, buf.seqs, buf.ids, buf.streams, buf.versions, buf.types, buf.data, buf.meta, buf.times,
+			buf.uStreams, buf.uVersions, buf.uMajor).QueryRow(func(row pgx.Row) error { return row.Scan(&took) })
+		b.Queue(q.notify, q.channel) // delivered when the caller commits
 	case len(buf.ids) > 0:
 		buf.sliceMeta()
 		if lock {
@@ -672,9 +686,6 @@ func (e *EventStore) write(ctx context.Context, conn sender, own bool, st *batch
 		b.Queue(q.restorePlans, st.planMode)
 		b.Queue(q.insertEvents, buf.majors, buf.seqs, buf.ids, buf.streams, buf.versions, buf.types, buf.data, buf.meta, buf.times).
 			Exec(func(pgconn.CommandTag) error { inserted = true; return nil })
-		if !own {
-			b.Queue(q.notify, q.channel) // delivered when the caller commits
-		}
 	case !own:
 		b.Queue(q.restorePlans, st.planMode)
 	}
@@ -692,7 +703,11 @@ func (e *EventStore) write(ctx context.Context, conn sender, own bool, st *batch
 		// within closeGrace (see DB.Close).
 		ctx = e.db.hardCtx
 	}
-	if err := conn.SendBatch(ctx, b).Close(); err != nil {
+	err = conn.SendBatch(ctx, b).Close()
+	if err == nil && !own && len(took) < len(buf.ids) {
+		return false, e.undoInTx(ctx, conn, took)
+	}
+	if err != nil {
 		if committed {
 			e.db.log.Warn("postgres: notify after a commit failed; subscribers elsewhere will poll", "schema", e.db.opts.Schema, "err", err)
 			return true, nil
@@ -700,6 +715,24 @@ func (e *EventStore) write(ctx context.Context, conn sender, own bool, st *batch
 		return own && mayHaveCommitted(err, inserted), err
 	}
 	return own, nil
+}
+
+// errRaced ends an append in a unit of work that met an event ID stored by
+// another transaction after its lookup: it is decided again.
+var errRaced = errors.New("postgres: append in a unit of work: an event ID was stored meanwhile")
+
+// undoInTx deletes the events an append in a unit of work inserted before it
+// met an ID stored meanwhile (its stream rows were left as they were), and
+// returns errRaced.
+func (e *EventStore) undoInTx(ctx context.Context, conn sender, took []string) error {
+	if len(took) > 0 {
+		b := &pgx.Batch{}
+		b.Queue(e.db.q.deleteEvents, took)
+		if err := conn.SendBatch(ctx, b).Close(); err != nil {
+			return err
+		}
+	}
+	return errRaced
 }
 
 // mayHaveCommitted reports whether a pipelined write that failed with err may
