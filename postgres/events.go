@@ -370,11 +370,12 @@ func readPage(rs pgx.Rows, p *page, off int) error {
 	if err := rs.Err(); err != nil {
 		return err
 	}
-	if err := checkFormats(rs.FieldDescriptions(), off); err != nil {
+	text, err := checkFormats(rs.FieldDescriptions(), off)
+	if err != nil {
 		return err
 	}
 	for rs.Next() {
-		if err := p.add(rs.RawValues(), off); err != nil {
+		if err := p.add(rs.RawValues(), off, text); err != nil {
 			return err
 		}
 	}
@@ -426,7 +427,8 @@ func (e *EventStore) ReadStream(ctx context.Context, stream string, opts ...even
 				if err := rs.Err(); err != nil {
 					return err // see readPage
 				}
-				if err := checkFormats(rs.FieldDescriptions(), 3); err != nil {
+				text, err := checkFormats(rs.FieldDescriptions(), 3)
+				if err != nil {
 					return err
 				}
 				for rs.Next() {
@@ -441,7 +443,7 @@ func (e *EventStore) ReadStream(ctx context.Context, stream string, opts ...even
 					if raw[3] == nil {
 						continue // the stream has no events in range
 					}
-					if err := p.add(raw, 3); err != nil {
+					if err := p.add(raw, 3, text); err != nil {
 						return err
 					}
 				}
