@@ -7,6 +7,7 @@ import (
 	"hash/fnv"
 	"io"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -124,12 +125,12 @@ type DB struct {
 
 	ctx    context.Context // ends on Close
 	cancel context.CancelFunc
-	// hardCtx ends closeGrace after Close: it bounds a commit already sent.
-	hardCtx    context.Context
-	hardCancel context.CancelFunc
-	closed     atomic.Bool
-	once       sync.Once
-	wg         sync.WaitGroup
+	// sending are the connections of commits sent and not yet answered:
+	// Close gives up on them after closeGrace.
+	sending sending
+	closed  atomic.Bool
+	once    sync.Once
+	wg      sync.WaitGroup
 
 	ownPool   bool          // made by Connect: Close closes it
 	listenPID atomic.Uint32 // backend pid of the LISTEN connection, for tests
@@ -155,7 +156,6 @@ func Open(ctx context.Context, pool *pgxpool.Pool, opts Options) (*DB, error) {
 		return nil, err
 	}
 	db.ctx, db.cancel = context.WithCancel(context.Background())
-	db.hardCtx, db.hardCancel = context.WithCancel(context.Background())
 	db.events = newEvents(db)
 	db.wg.Add(2 + opts.Writers)
 	for range opts.Writers {
@@ -205,17 +205,53 @@ func (db *DB) Close() error {
 		go func() { db.wg.Wait(); close(stopped) }()
 		select {
 		case <-stopped:
-		case <-time.After(closeGrace):
+		case <-time.After(db.events.hooks.closeGrace(closeGrace)):
 			db.log.Warn("postgres: Close: a commit was not answered in time; giving up on it", "schema", db.opts.Schema)
-			db.hardCancel()
+			db.sending.expire()
 			<-stopped
 		}
-		db.hardCancel()
 		if db.ownPool {
 			db.pool.Close()
 		}
 	})
 	return nil
+}
+
+// sending tracks the connections on which a commit was sent and not yet
+// answered. A commit is sent without a cancellable context (pgx would watch
+// it on every commit), and bounded instead by expire, which ends their reads
+// at once: their commits' outcomes are unknown.
+type sending struct {
+	mu      sync.Mutex
+	conns   map[net.Conn]struct{}
+	expired bool // after Close's grace: every commit sent is given up on
+}
+
+func (s *sending) enter(c net.Conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conns == nil {
+		s.conns = map[net.Conn]struct{}{}
+	}
+	s.conns[c] = struct{}{}
+	if s.expired {
+		_ = c.SetDeadline(time.Now())
+	}
+}
+
+func (s *sending) leave(c net.Conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+func (s *sending) expire() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.expired = true
+	for c := range s.conns {
+		_ = c.SetDeadline(time.Now()) // safe from another goroutine
+	}
 }
 
 // closeGrace is how long Close waits for the answer to a commit already sent
@@ -231,14 +267,15 @@ const closeGrace = 5 * time.Second
 // kill the session of, a commit that only waited for its turn.
 const beginOwn = "BEGIN ISOLATION LEVEL READ COMMITTED, READ WRITE"
 
-// ownTimeouts are the set_config calls (transaction-local) that give one of
-// recado's own transactions its timeouts: lockTimeout (0 waits for as long as
-// the context allows) and no statement, idle or transaction timeout (the
-// context bounds them). transaction_timeout exists from PostgreSQL 17 on.
+// ownTimeouts is an expression (one text value) of set_config calls
+// (transaction-local) that give one of recado's own transactions its
+// timeouts: lockTimeout (0 waits for as long as the context allows) and no
+// statement, idle or transaction timeout (the context bounds them).
+// transaction_timeout exists from PostgreSQL 17 on.
 func ownTimeouts(lockTimeout time.Duration) string {
-	return fmt.Sprintf(`set_config('lock_timeout', '%dms', true), set_config('statement_timeout', '0', true),
+	return fmt.Sprintf(`concat(set_config('lock_timeout', '%dms', true), set_config('statement_timeout', '0', true),
 set_config('idle_in_transaction_session_timeout', '0', true),
-CASE WHEN current_setting('transaction_timeout', true) IS NOT NULL THEN set_config('transaction_timeout', '0', true) END`,
+CASE WHEN current_setting('transaction_timeout', true) IS NOT NULL THEN set_config('transaction_timeout', '0', true) END)`,
 		lockTimeout.Milliseconds())
 }
 

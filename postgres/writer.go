@@ -415,6 +415,21 @@ type batchBuf struct {
 
 	uStreams          []string
 	uVersions, uMajor []int64
+
+	// Whether the insert and the commit of the last write were answered,
+	// set by the callbacks replies returns (made once per buffer).
+	inserted, committed     bool
+	onInserted, onCommitted func(pgconn.CommandTag) error
+}
+
+// replies returns the callbacks that record the answers to a write's insert
+// and commit in b.inserted and b.committed.
+func (b *batchBuf) replies() (inserted, committed func(pgconn.CommandTag) error) {
+	if b.onInserted == nil {
+		b.onInserted = func(pgconn.CommandTag) error { b.inserted = true; return nil }
+		b.onCommitted = func(pgconn.CommandTag) error { b.committed = true; return nil }
+	}
+	return b.onInserted, b.onCommitted
 }
 
 func (b *batchBuf) reset() {
@@ -583,7 +598,7 @@ func (e *EventStore) readState(ctx context.Context, conn sender, own bool, reqs 
 		if e.hooks.serialize {
 			b.Queue("SELECT pg_advisory_xact_lock(hashtext($1))", q.channel)
 		}
-		b.Queue(q.ownSettings).QueryRow(func(row pgx.Row) error { return row.Scan(&st.planMode, nil, nil, nil, nil, nil) })
+		b.Queue(q.ownSettings).QueryRow(func(row pgx.Row) error { return row.Scan(&st.planMode, nil, nil) })
 	} else {
 		b.Queue(q.customPlans).QueryRow(func(row pgx.Row) error { return row.Scan(&st.planMode, nil) })
 	}
@@ -659,62 +674,71 @@ func scanStored(rs pgx.Rows, stored map[string]storedEvent) error {
 // a commit was sent and may have happened, so that the outcome of a failure is
 // unknown.
 func (e *EventStore) write(ctx context.Context, conn sender, own bool, st *batchState, buf *batchBuf, lock bool) (sent bool, err error) {
+	if !own {
+		return false, e.writeInTx(ctx, conn, st, buf)
+	}
 	q := &e.db.q
 	b := &pgx.Batch{}
-	var inserted, committed bool
-	var took []string // in a unit of work: the IDs inserted
-	switch {
-	case len(buf.ids) > 0 && !own:
-		// A unit of work must not be aborted by an ID that another
-		// transaction stored after the lookup: the insert skips it, the stream
-		// rows are updated only if every event was inserted, and otherwise
-		// the append is undone and decided again.
-		buf.sliceMeta()
-		b.Queue(q.restorePlans, st.planMode)
-		b.Queue(q.insertInTx, buf.majors, buf.seqs, buf.ids, buf.streams, buf.versions, buf.types, buf.data, buf.meta, buf.times,
-			buf.uStreams, buf.uVersions, buf.uMajor).QueryRow(func(row pgx.Row) error { return row.Scan(&took) })
-		b.Queue(q.notify, q.channel) // delivered when the caller commits
-	case len(buf.ids) > 0:
-		buf.sliceMeta()
-		if lock {
-			b.Queue(q.updateStream, buf.uStreams, buf.uVersions, buf.uMajor)
-		} else {
-			e.queueCAS(b, st.rows, buf)
-		}
-		// The insert scans no table: its generic plan is as good, and planning
-		// a hundred-row insert for its arguments costs more than it saves.
-		b.Queue(q.restorePlans, st.planMode)
-		b.Queue(q.insertEvents, buf.majors, buf.seqs, buf.ids, buf.streams, buf.versions, buf.types, buf.data, buf.meta, buf.times).
-			Exec(func(pgconn.CommandTag) error { inserted = true; return nil })
-	case !own:
-		b.Queue(q.restorePlans, st.planMode)
-	}
-	switch {
-	case own && len(buf.ids) == 0:
+	if len(buf.ids) == 0 {
 		b.Queue("rollback") // nothing passed: leave no new stream rows behind
 		return false, conn.SendBatch(ctx, b).Close()
-	case own:
-		b.Queue("commit").Exec(func(pgconn.CommandTag) error { committed = true; return nil })
-		// After the commit, in a transaction of its own: a NOTIFY inside the
-		// transaction would take PostgreSQL's global notify lock across the
-		// commit's WAL flush, serializing every notifying commit.
-		b.Queue(q.notify, q.channel)
-		// Close cancels the commit only if the server has not answered
-		// within closeGrace (see DB.Close).
-		ctx = e.db.hardCtx
 	}
-	err = conn.SendBatch(ctx, b).Close()
-	if err == nil && !own && len(took) < len(buf.ids) {
-		return false, e.undoInTx(ctx, conn, took)
+	buf.inserted, buf.committed = false, false
+	onInserted, onCommitted := buf.replies()
+	buf.sliceMeta()
+	if lock {
+		b.Queue(q.updateStream, buf.uStreams, buf.uVersions, buf.uMajor)
+	} else {
+		e.queueCAS(b, st.rows, buf)
 	}
+	// The insert scans no table: its generic plan is as good, and planning
+	// a hundred-row insert for its arguments costs more than it saves.
+	b.Queue(q.restorePlans, st.planMode)
+	b.Queue(q.insertEvents, buf.majors, buf.seqs, buf.ids, buf.streams, buf.versions, buf.types, buf.data, buf.meta, buf.times).
+		Exec(onInserted)
+	b.Queue("commit").Exec(onCommitted)
+	// After the commit, in a transaction of its own: a NOTIFY inside the
+	// transaction would take PostgreSQL's global notify lock across the
+	// commit's WAL flush, serializing every notifying commit.
+	b.Queue(q.notify, q.channel)
+	// Close gives up on the commit only if the server has not answered
+	// within closeGrace (see DB.Close).
+	nc := conn.(*pgx.Conn).PgConn().Conn()
+	e.db.sending.enter(nc)
+	err = conn.SendBatch(context.WithoutCancel(ctx), b).Close()
+	e.db.sending.leave(nc)
 	if err != nil {
-		if committed {
+		if buf.committed {
 			e.db.log.Warn("postgres: notify after a commit failed; subscribers elsewhere will poll", "schema", e.db.opts.Schema, "err", err)
 			return true, nil
 		}
-		return own && mayHaveCommitted(err, inserted), err
+		return mayHaveCommitted(err, buf.inserted), err
 	}
-	return own, nil
+	return true, nil
+}
+
+// writeInTx is write in a caller's unit of work, which must not be aborted by
+// an event ID another transaction stored after the lookup: the insert skips
+// such an ID, the stream rows are updated only if every event was inserted,
+// and otherwise the append is undone and decided again (errRaced).
+func (e *EventStore) writeInTx(ctx context.Context, conn sender, st *batchState, buf *batchBuf) error {
+	q := &e.db.q
+	b := &pgx.Batch{}
+	b.Queue(q.restorePlans, st.planMode)
+	var took []string // the IDs inserted
+	if len(buf.ids) > 0 {
+		buf.sliceMeta()
+		b.Queue(q.insertInTx, buf.majors, buf.seqs, buf.ids, buf.streams, buf.versions, buf.types, buf.data, buf.meta, buf.times,
+			buf.uStreams, buf.uVersions, buf.uMajor).QueryRow(func(row pgx.Row) error { return row.Scan(&took) })
+		b.Queue(q.notify, q.channel) // delivered when the caller commits
+	}
+	if err := conn.SendBatch(ctx, b).Close(); err != nil {
+		return err
+	}
+	if len(took) < len(buf.ids) {
+		return e.undoInTx(ctx, conn, took)
+	}
+	return nil
 }
 
 // errRaced ends an append in a unit of work that met an event ID stored by
@@ -922,8 +946,17 @@ type testHooks struct {
 	// afterCommit runs after a commit of so many appends succeeded; an error
 	// makes the writer believe the reply was lost.
 	afterCommit func(appends int) error
+	// grace, if set, replaces closeGrace.
+	grace time.Duration
 	// serialize makes every group commit take one transaction-scoped advisory
 	// lock first: the other known gap-safe design (commits serialized across
 	// processes), kept to compare the two by measurement.
 	serialize bool
+}
+
+func (h *testHooks) closeGrace(d time.Duration) time.Duration {
+	if h.grace > 0 {
+		return h.grace
+	}
+	return d
 }
