@@ -130,7 +130,10 @@ func (e *EventStore) Subscribe(ctx context.Context, after recado.Position, opts 
 // running in the database; when events committed before the read started lie
 // beyond it (a transaction that began earlier is still open), the read waits
 // for the horizon to pass them before it ends, so it never returns fewer
-// events than were committed when it started.
+// events than were committed when it started. It does not wait for a unit of
+// work of this DB ([DB.Tx]) that holds the horizon: the read may be running
+// inside it, and would wait for itself. It then ends with what is readable;
+// resuming after its last event later is safe.
 //
 // The log is read in pages; while the caller handles one page, the next is
 // fetched. No connection is held while the caller's loop body runs.

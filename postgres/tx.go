@@ -110,8 +110,14 @@ func (tx *Tx) usable(db *DB, op string) error {
 // (a read model, say). Do not commit or roll it back: [DB.Tx] does.
 func (tx *Tx) Pgx() pgx.Tx { return tx.tx }
 
-// Tx runs fn in one transaction and commits it if fn returns nil; otherwise
-// (or if fn panics) it rolls back and returns fn's error.
+// Tx runs fn in one transaction (READ COMMITTED) and commits it if fn returns
+// nil; otherwise (or if fn panics) it rolls back and returns fn's error.
+//
+// An append in fn that meets a conflict or a duplicate reports it without
+// aborting the transaction; an error PostgreSQL raises itself (a value it
+// refuses, the role's lock_timeout) ends it. While tx holds a stream's row,
+// appends to that stream from outside it wait until it ends, and appends to
+// other streams go on. A ReadAll in fn does not wait for the horizon tx holds.
 func (db *DB) Tx(ctx context.Context, fn func(tx *Tx) error) (err error) {
 	if db.closed.Load() {
 		return db.errClosed("Tx")
