@@ -34,8 +34,19 @@
 // already stored, and write the ones that pass in one transaction of two round
 // trips. Stream rows are updated only if no other process changed them since
 // they were read; otherwise the group is retried with the rows locked. One
-// append that conflicts never fails its neighbours. An append given a unit of
-// work ([eventstore.InTx]) joins that transaction instead.
+// append never fails its neighbours: a conflict is its own answer; when
+// PostgreSQL refuses a value of one append, the group is split until that
+// append fails alone; appends to a stream whose row another transaction (a
+// unit of work) holds wait aside, in a park lane, while the others commit.
+// Groups are bounded by events and bytes (Options.MaxBatch, MaxBatchBytes).
+// An append given a unit of work ([eventstore.InTx]) joins that transaction
+// instead.
+//
+// recado's own transactions set their isolation (READ COMMITTED) and
+// timeouts, whatever the role or database defaults are. Pools in
+// simple-protocol or exec mode (what PgBouncer's transaction pooling needs)
+// are supported. docs/postgres.md gives the limits and the operating advice:
+// pool size, isolation, timeouts, poolers.
 //
 // Subscribers are woken by LISTEN/NOTIFY, with polling as the fallback when a
 // notification is lost.

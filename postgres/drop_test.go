@@ -125,12 +125,15 @@ func TestAppendSurvivesDroppedConnection(t *testing.T) {
 		// kills and loses say on which attempts to terminate the connection
 		// before the write, and to lose the commit's reply.
 		kills, loses []bool
-		wantErr      error // nil: the append succeeds
+		wantErr      error // nil: the append succeeds; errFails: it fails
 	}{
 		{name: "KilledBeforeWrite", kills: []bool{true}},
 		{name: "ReplyLost", loses: []bool{true}},
 		{name: "KilledThenReplyLost", kills: []bool{true}, loses: []bool{false, true}},
-		{name: "KilledEveryAttempt", kills: []bool{true, true, true}, wantErr: eventstore.ErrUnknownOutcome},
+		// Killed before the write was sent: the outcome is known (nothing
+		// stored) unless the connection's end hid the server's last words.
+		{name: "KilledEveryAttempt", kills: []bool{true, true, true}, wantErr: errFails},
+		{name: "ReplyLostEveryAttempt", loses: []bool{true, true, true}, wantErr: eventstore.ErrUnknownOutcome},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -138,15 +141,15 @@ func TestAppendSurvivesDroppedConnection(t *testing.T) {
 			s := db.Events()
 			var mu sync.Mutex
 			attempt := 0
-			s.hooks.beforeWrite = func(pid uint32) {
+			s.hooks.beforeWrite = func(conn *pgx.Conn) {
 				mu.Lock()
 				defer mu.Unlock()
 				attempt++
 				if attempt <= len(tc.kills) && tc.kills[attempt-1] {
-					terminate(t, pid, "")
+					terminate(t, conn.PgConn().PID(), "")
 				}
 			}
-			s.hooks.afterCommit = func() error {
+			s.hooks.afterCommit = func(int) error {
 				mu.Lock()
 				defer mu.Unlock()
 				if attempt <= len(tc.loses) && tc.loses[attempt-1] {
@@ -157,8 +160,11 @@ func TestAppendSurvivesDroppedConnection(t *testing.T) {
 			ctx := t.Context()
 			events := testEvents("E", 3)
 			res, err := s.Append(ctx, "stream", events)
+			firstErr := err
 			switch {
-			case tc.wantErr != nil && !errors.Is(err, tc.wantErr):
+			case tc.wantErr == errFails && err == nil:
+				t.Fatalf("Append succeeded, want an error")
+			case tc.wantErr != nil && tc.wantErr != errFails && !errors.Is(err, tc.wantErr):
 				t.Fatalf("Append error = %v, want %v", err, tc.wantErr)
 			case tc.wantErr == nil && err != nil:
 				t.Fatalf("Append: %v, want success after the retry", err)
@@ -173,6 +179,9 @@ func TestAppendSurvivesDroppedConnection(t *testing.T) {
 			}
 			if tc.wantErr == nil && (!retry.Duplicate || retry.FirstPosition != res.FirstPosition || retry.LastPosition != res.LastPosition) {
 				t.Errorf("retry = %+v, want the original %+v as a duplicate", retry, res)
+			}
+			if known := tc.wantErr != nil && !errors.Is(firstErr, eventstore.ErrUnknownOutcome); known && retry.Duplicate {
+				t.Errorf("the append failed with a known outcome (%v), but its retry found it stored", firstErr)
 			}
 			want := map[string]bool{}
 			for _, e := range events {
@@ -191,3 +200,6 @@ func TestAppendSurvivesDroppedConnection(t *testing.T) {
 }
 
 var _ io.Closer = closingStore{}
+
+// errFails in a test table wants an error, whichever.
+var errFails = errors.New("any error")

@@ -7,6 +7,7 @@ import (
 	"iter"
 	"math"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -22,6 +23,9 @@ type EventStore struct {
 	db    *DB
 	w     *writer
 	hooks testHooks // set by tests only, before use
+	// heldByUnit: a ReadAll stopped short of events a unit of work of this
+	// DB held back; its end wakes subscribers.
+	heldByUnit atomic.Bool
 }
 
 var (
@@ -40,6 +44,7 @@ const (
 func newEvents(db *DB) *EventStore {
 	e := &EventStore{db: db}
 	e.w = &writer{e: e, reqs: make(chan *appendReq), stop: make(chan struct{})}
+	e.w.park.init()
 	return e
 }
 
@@ -60,9 +65,12 @@ func (e *EventStore) Append(ctx context.Context, stream string, events []recado.
 	r := &appendReq{stream: stream, events: slices.Clone(events), expected: o.Expected, done: make(chan appendOutcome, 1)}
 	if o.Tx != nil {
 		tx, ok := o.Tx.(*Tx)
-		if !ok || tx == nil {
+		if !ok {
 			return eventstore.AppendResult{}, fmt.Errorf("%w: append to %q: InTx given a %T, want a *postgres.Tx",
 				eventstore.ErrInvalid, stream, o.Tx)
+		}
+		if err := tx.usable(e.db, "append to "+stream); err != nil {
+			return eventstore.AppendResult{}, err
 		}
 		return e.appendInTx(ctx, tx, r)
 	}
@@ -90,7 +98,15 @@ func (e *EventStore) Append(ctx context.Context, stream string, events []recado.
 }
 
 func (e *EventStore) appendInTx(ctx context.Context, tx *Tx, r *appendReq) (eventstore.AppendResult, error) {
-	out, _, err := e.execute(ctx, tx.tx, []*appendReq{r}, &batchBuf{}, true)
+	var out []appendOutcome
+	var err error
+	for range maxCommitAttempts {
+		out, _, err = e.execute(ctx, tx, []*appendReq{r}, &batchBuf{}, true)
+		tx.hold(r.stream)
+		if !errors.Is(err, errRaced) {
+			break
+		}
+	}
 	if err != nil {
 		return eventstore.AppendResult{}, fmt.Errorf("postgres: append to %q in a unit of work: %w", r.stream, err)
 	}
@@ -114,7 +130,10 @@ func (e *EventStore) Subscribe(ctx context.Context, after recado.Position, opts 
 // running in the database; when events committed before the read started lie
 // beyond it (a transaction that began earlier is still open), the read waits
 // for the horizon to pass them before it ends, so it never returns fewer
-// events than were committed when it started.
+// events than were committed when it started. It does not wait for a unit of
+// work of this DB ([DB.Tx]) that holds the horizon: the read may be running
+// inside it, and would wait for itself. It then ends with what is readable;
+// resuming after its last event later is safe.
 //
 // The log is read in pages; while the caller handles one page, the next is
 // fetched. No connection is held while the caller's loop body runs.
@@ -283,13 +302,24 @@ func (e *EventStore) waitHorizon(ctx context.Context, major int64) error {
 	defer timer.Stop()
 	for {
 		var xmin int64
-		err := e.retryRead(ctx, func() error {
-			return e.db.pool.QueryRow(ctx, "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint").Scan(&xmin)
-		})
+		var holder int32
+		q := "SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint, 0"
+		if e.db.units.n.Load() > 0 {
+			q = e.db.q.horizonHolder
+		}
+		err := e.retryRead(ctx, func() error { return e.db.pool.QueryRow(ctx, q).Scan(&xmin, &holder) })
 		if err != nil {
 			return fmt.Errorf("postgres: read all: wait for open transactions: %w", err)
 		}
 		if xmin > major {
+			return nil
+		}
+		if e.db.units.holds(xmin, uint32(holder)) {
+			// A unit of work of this DB holds the horizon, perhaps the
+			// reader's own: waiting for it could be waiting forever. The read
+			// ends with what is readable (it resumes safely after it), and
+			// the unit of work's end wakes subscribers.
+			e.heldByUnit.Store(true)
 			return nil
 		}
 		timer.Reset(delay)
@@ -343,11 +373,12 @@ func readPage(rs pgx.Rows, p *page, off int) error {
 	if err := rs.Err(); err != nil {
 		return err
 	}
-	if err := checkFormats(rs.FieldDescriptions(), off); err != nil {
+	text, err := checkFormats(rs.FieldDescriptions(), off)
+	if err != nil {
 		return err
 	}
 	for rs.Next() {
-		if err := p.add(rs.RawValues(), off); err != nil {
+		if err := p.add(rs.RawValues(), off, text); err != nil {
 			return err
 		}
 	}
@@ -382,6 +413,7 @@ func (e *EventStore) ReadStream(ctx context.Context, stream string, opts ...even
 		}
 		remaining := o.Limit
 		p := &page{}
+		var deleted int64 // the deleted version the first page saw
 		for first := true; ; first = false {
 			n := readStreamPage
 			if remaining > 0 && remaining < n {
@@ -398,7 +430,8 @@ func (e *EventStore) ReadStream(ctx context.Context, stream string, opts ...even
 				if err := rs.Err(); err != nil {
 					return err // see readPage
 				}
-				if err := checkFormats(rs.FieldDescriptions(), 3); err != nil {
+				text, err := checkFormats(rs.FieldDescriptions(), 3)
+				if err != nil {
 					return err
 				}
 				for rs.Next() {
@@ -413,7 +446,7 @@ func (e *EventStore) ReadStream(ctx context.Context, stream string, opts ...even
 					if raw[3] == nil {
 						continue // the stream has no events in range
 					}
-					if err := p.add(raw, 3); err != nil {
+					if err := p.add(raw, 3, text); err != nil {
 						return err
 					}
 				}
@@ -423,18 +456,23 @@ func (e *EventStore) ReadStream(ctx context.Context, stream string, opts ...even
 				yield(recado.Event{}, fmt.Errorf("postgres: read stream %q: %w", stream, err))
 				return
 			}
+			// Each page comes with the stream's state of its own snapshot. A
+			// stream deleted since the first page (and perhaps written again)
+			// ends the read with the error the first page would have given.
+			during := ""
+			if !first {
+				during = " while it was read"
+			}
 			switch {
 			case state.tombstoned:
-				if first {
-					yield(recado.Event{}, fmt.Errorf("postgres: read stream %q: %w", stream, eventstore.ErrStreamDeleted))
-				}
+				yield(recado.Event{}, fmt.Errorf("postgres: read stream %q: tombstoned%s: %w", stream, during, eventstore.ErrStreamDeleted))
 				return
-			case !state.found || state.version <= state.deleted:
-				if first {
-					yield(recado.Event{}, fmt.Errorf("postgres: read stream %q: %w", stream, eventstore.ErrStreamNotFound))
-				}
+			case first && (!state.found || state.version <= state.deleted),
+				!first && (!state.found || state.deleted != deleted):
+				yield(recado.Event{}, fmt.Errorf("postgres: read stream %q%s: %w", stream, during, eventstore.ErrStreamNotFound))
 				return
 			}
+			deleted = state.deleted
 			if err := p.decode(); err != nil {
 				yield(recado.Event{}, err)
 				return
@@ -519,12 +557,16 @@ func (e *EventStore) delete(ctx context.Context, op, stream string, opts []event
 	}
 	if o.Tx != nil {
 		tx, ok := o.Tx.(*Tx)
-		if !ok || tx == nil {
+		if !ok {
 			return fmt.Errorf("%w: %s stream %q: InTx given a %T, want a *postgres.Tx", eventstore.ErrInvalid, op, stream, o.Tx)
 		}
+		if err := tx.usable(e.db, op+" stream "+stream); err != nil {
+			return err
+		}
+		defer tx.hold(stream)
 		return run(tx.tx)
 	}
-	err := pgx.BeginFunc(ctx, e.db.pool, run)
+	err := pgx.BeginTxFunc(ctx, e.db.pool, ownTxOptions, run)
 	if err != nil && e.db.closed.Load() && !isStoreError(err) {
 		return e.db.errClosed(op + " stream " + stream)
 	}

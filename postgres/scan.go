@@ -2,11 +2,14 @@ package postgres
 
 import (
 	"encoding/binary"
+	"encoding/hex"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/recado-dev/recado"
 )
@@ -25,7 +28,7 @@ type page struct {
 }
 
 // eventCols are the columns of an event row: major, seq, id, stream, version,
-// type, data, metadata, time (in binary: see checkFormats).
+// type, data, metadata, time (kept in binary: see checkFormats).
 const eventCols = 9
 
 const pgEpochMicros = 946684800 * 1_000_000 // 2000-01-01 in Unix microseconds
@@ -47,16 +50,54 @@ func (p *page) reset(n int) {
 
 func (p *page) rows() int { return len(p.ends) / eventCols }
 
-// add copies one row whose event columns start at off.
-func (p *page) add(raw [][]byte, off int) error {
+// add copies one row whose event columns start at off. The columns text
+// marks (see checkFormats) came in text and are stored in binary.
+func (p *page) add(raw [][]byte, off int, text textCols) error {
 	for i, v := range raw[off : off+eventCols] {
 		if v == nil {
 			return fmt.Errorf("postgres: event column %d is NULL", i)
 		}
-		p.raw = append(p.raw, v...)
+		if text&(1<<i) == 0 {
+			p.raw = append(p.raw, v...)
+		} else {
+			var err error
+			if p.raw, err = appendBinary(p.raw, i, v); err != nil {
+				return err
+			}
+		}
 		p.ends = append(p.ends, int32(len(p.raw)))
 	}
 	return nil
+}
+
+// textCols marks, one bit per event column, those that came in text format:
+// none on a pool that prepares its statements (pgx then asks for binary),
+// all on one in simple-protocol or exec mode (what a transaction pooler such
+// as PgBouncer needs).
+type textCols uint16
+
+// appendBinary appends the binary form of event column i given in text.
+func appendBinary(dst []byte, i int, v []byte) ([]byte, error) {
+	switch i {
+	case 0, 1, 4: // bigint
+		n, err := strconv.ParseInt(string(v), 10, 64)
+		if err != nil {
+			return dst, fmt.Errorf("postgres: event column %d: %w", i, err)
+		}
+		return binary.BigEndian.AppendUint64(dst, uint64(n)), nil
+	case 6, 7: // bytea, in PostgreSQL's default hex output
+		if len(v) < 2 || v[0] != '\\' || v[1] != 'x' {
+			return dst, fmt.Errorf("postgres: event column %d: bytea not in hex format (set bytea_output = 'hex')", i)
+		}
+		return hex.AppendDecode(dst, v[2:])
+	case 8: // timestamptz, in the ISO DateStyle (PostgreSQL's default)
+		var ts pgtype.Timestamptz
+		if err := ts.Scan(string(v)); err != nil || ts.InfinityModifier != pgtype.Finite {
+			return dst, fmt.Errorf("postgres: event column %d: time %q (DateStyle must be ISO): %v", i, v, err)
+		}
+		return binary.BigEndian.AppendUint64(dst, uint64(ts.Time.UnixMicro()-pgEpochMicros)), nil
+	}
+	return append(dst, v...), nil // text is text
 }
 
 // col returns column c of row r.
@@ -125,16 +166,17 @@ func slicesGrow(s []recado.Event, n int) []recado.Event {
 	return make([]recado.Event, n)
 }
 
-// checkFormats verifies the result columns from off are in the binary formats
-// decode expects (text columns may be either: their bytes are the same).
-func checkFormats(fds []pgconn.FieldDescription, off int) error {
+// checkFormats reports which of the event columns from off came in text
+// format (text columns need no conversion: their bytes are the same).
+func checkFormats(fds []pgconn.FieldDescription, off int) (textCols, error) {
 	if len(fds) < off+eventCols {
-		return fmt.Errorf("postgres: read query returned %d columns, want %d", len(fds), off+eventCols)
+		return 0, fmt.Errorf("postgres: read query returned %d columns, want %d", len(fds), off+eventCols)
 	}
+	var text textCols
 	for _, i := range []int{0, 1, 4, 6, 7, 8} {
 		if fds[off+i].Format != pgx.BinaryFormatCode {
-			return fmt.Errorf("postgres: column %s is not in binary format", fds[off+i].Name)
+			text |= 1 << i
 		}
 	}
-	return nil
+	return text, nil
 }

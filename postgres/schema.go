@@ -2,11 +2,17 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
 )
+
+// ErrSchemaTooNew is returned by [Open] for a schema migrated by a newer
+// version of recado: this code could misread or damage what it does not know,
+// so it writes nothing.
+var ErrSchemaTooNew = errors.New("postgres: schema is newer than this version of recado knows")
 
 // A contract's schema evolves through its own numbered migrations, recorded in
 // schema_versions, so two contracts can change in parallel without colliding.
@@ -58,7 +64,7 @@ CREATE TABLE %[1]s.events (
 const migrateLockKey = 0x7265_6361 // "reca"
 
 func (db *DB) migrate(ctx context.Context) error {
-	tx, err := db.pool.Begin(ctx)
+	tx, err := db.pool.BeginTx(ctx, ownTxOptions)
 	if err != nil {
 		return fmt.Errorf("postgres: migrate schema %s: %w", db.schema, err)
 	}
@@ -118,9 +124,8 @@ func (db *DB) migrateContract(ctx context.Context, tx pgx.Tx, c contract) error 
 		return fmt.Errorf("postgres: migrate %s in schema %s: %w", c.name, db.schema, err)
 	}
 	if current > len(c.migrations) {
-		db.log.Warn("postgres: schema is newer than this code", "schema", db.opts.Schema, "contract", c.name,
-			"version", current, "known", len(c.migrations))
-		return nil
+		return fmt.Errorf("%w: schema %s, contract %s is at version %d, this code knows up to %d",
+			ErrSchemaTooNew, db.schema, c.name, current, len(c.migrations))
 	}
 	for v := current + 1; v <= len(c.migrations); v++ {
 		sql := fmt.Sprintf(c.migrations[v-1], db.schema)
@@ -144,19 +149,33 @@ const streamChanged = "recado: stream changed by another writer"
 // (the sequence's increment).
 const seqBlock = 1024
 
+// quoteLiteral quotes s as a PostgreSQL string literal, whatever the
+// server's standard_conforming_strings (as libpq's PQescapeLiteral does).
+func quoteLiteral(s string) string {
+	q := "'" + strings.ReplaceAll(s, "'", "''") + "'"
+	if strings.Contains(s, `\`) {
+		q = "E" + strings.ReplaceAll(q, `\`, `\\`)
+	}
+	return q
+}
+
 // queries are the SQL statements of one schema, built once.
 type queries struct {
 	channel string
 
 	lockStreams  string
+	heldStreams  string
 	readStreams  string
 	casStreams   string
 	newStreams   string
 	storedIDs    string
 	xidAndSeqs   string
 	insertEvents string
+	insertInTx   string
+	deleteEvents string
 	updateStream string
 	notify       string
+	ownSettings  string
 	customPlans  string
 	restorePlans string
 
@@ -169,10 +188,15 @@ type queries struct {
 	setDeleted  string
 	setTomb     string
 	horizonInfo string
+	// The horizon and the session of the transaction holding it (0 if none
+	// or a prepared one).
+	horizonHolder string
 }
 
 func newQueries(schema, channel string) queries {
-	r := strings.NewReplacer("$S", schema)
+	// $S is the quoted schema, an identifier; $Q is the events sequence's
+	// name as a string literal, for nextval's regclass argument.
+	r := strings.NewReplacer("$S", schema, "$Q", quoteLiteral(schema+".events_seq"))
 	const cols = "major, seq, id, stream, version, type, data, metadata, time"
 	return queries{
 		channel: channel,
@@ -181,11 +205,26 @@ func newQueries(schema, channel string) queries {
 		lockStreams: r.Replace(`INSERT INTO $S.streams AS s (stream) SELECT unnest($1::text[]) ORDER BY 1
 ON CONFLICT (stream) DO UPDATE SET stream = EXCLUDED.stream
 RETURNING stream, version, deleted_version, tombstoned, major`),
+		// The streams whose rows another transaction holds: those that
+		// exist and cannot be locked without waiting.
+		heldStreams: r.Replace(`WITH free AS (SELECT stream FROM $S.streams WHERE stream = ANY($1::text[]) FOR UPDATE SKIP LOCKED)
+SELECT stream FROM $S.streams WHERE stream = ANY($1::text[]) EXCEPT SELECT stream FROM free`),
 		storedIDs:   r.Replace(`SELECT id, stream, version, type, data, major, seq FROM $S.events WHERE id = ANY($1::text[])`),
 		readStreams: r.Replace(`SELECT stream, version, deleted_version, tombstoned, major FROM $S.streams WHERE stream = ANY($1::text[])`),
-		xidAndSeqs:  r.Replace(`SELECT pg_current_xact_id()::text::bigint, nextval('$S.events_seq') FROM generate_series(1, $1::int)`),
+		xidAndSeqs:  r.Replace(`SELECT pg_current_xact_id()::text::bigint, nextval($Q) FROM generate_series(1, $1::int)`),
 		insertEvents: r.Replace(`INSERT INTO $S.events (` + cols + `)
 SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::bytea[], $8::bytea[], $9::timestamptz[])`),
+		// In a unit of work: insert the events but those whose ID is stored
+		// meanwhile, update the stream rows only if none was, and return the
+		// IDs inserted.
+		insertInTx: r.Replace(`WITH ins AS (INSERT INTO $S.events (` + cols + `)
+	SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::bytea[], $8::bytea[], $9::timestamptz[])
+	ON CONFLICT (id) DO NOTHING RETURNING id),
+upd AS (UPDATE $S.streams AS s SET version = u.version, major = u.major
+	FROM unnest($10::text[], $11::bigint[], $12::bigint[]) AS u(stream, version, major)
+	WHERE s.stream = u.stream AND (SELECT count(*) FROM ins) = cardinality($3::text[]))
+SELECT coalesce(array_agg(id), '{}') FROM ins`),
+		deleteEvents: r.Replace(`DELETE FROM $S.events WHERE id = ANY($1::text[])`),
 		updateStream: r.Replace(`UPDATE $S.streams AS s SET version = u.version, major = u.major
 FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS u(stream, version, major) WHERE s.stream = u.stream`),
 		// The optimistic group commit read the stream rows without locking them:
@@ -201,7 +240,10 @@ SELECT CASE WHEN count(*) = $6 THEN 0 ELSE ('` + streamChanged + ` ' || count(*)
 		newStreams: r.Replace(`INSERT INTO $S.streams (stream, version, major) SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[])`),
 		notify:     `SELECT pg_notify($1, '')`,
 		// Transaction-local: returns the setting it replaces.
-		customPlans:  `SELECT current_setting('plan_cache_mode'), set_config('plan_cache_mode', 'force_custom_plan', true)`,
+		customPlans: `SELECT current_setting('plan_cache_mode'), set_config('plan_cache_mode', 'force_custom_plan', true)`,
+		// A group commit's settings: customPlans and its timeouts.
+		ownSettings: `SELECT current_setting('plan_cache_mode'), set_config('plan_cache_mode', 'force_custom_plan', true), ` +
+			ownTimeouts(groupLockWait),
 		restorePlans: `SELECT set_config('plan_cache_mode', $1, true)`,
 
 		// The horizon: the oldest transaction still running, and the newest event
@@ -229,6 +271,8 @@ ON CONFLICT (stream) DO UPDATE SET stream = EXCLUDED.stream
 RETURNING version, deleted_version, tombstoned`),
 		setDeleted: r.Replace(`UPDATE $S.streams SET deleted_version = version WHERE stream = $1`),
 		setTomb:    r.Replace(`UPDATE $S.streams SET tombstoned = true WHERE stream = $1`),
+		horizonHolder: `SELECT x, coalesce((SELECT pid FROM pg_stat_activity WHERE backend_xid::text::bigint = x % 4294967296 LIMIT 1), 0)
+FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS x) h`,
 		// The oldest transaction with an id (the one the horizon is), by the age
 		// of its id, with how many committed events it holds back.
 		horizonInfo: r.Replace(`SELECT coalesce(extract(epoch FROM now() - o.since), 0)::float8, coalesce(o.pid, 0),

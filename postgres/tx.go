@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -19,27 +22,122 @@ type Tx struct {
 	db       *DB
 	tx       pgx.Tx
 	appended bool
+	held     []string    // streams whose rows it has locked
+	done     atomic.Bool // DB.Tx has returned
+	pid      uint32      // its session's backend
+	xid      int64       // its transaction id, once an append has taken one
+}
+
+// setXID records tx's transaction id, known after its first append.
+func (tx *Tx) setXID(xid int64) {
+	if tx.xid == 0 && xid != 0 {
+		tx.xid = xid
+		tx.db.units.add(0, xid)
+	}
+}
+
+// openUnits are the units of work of a DB still running: their sessions and
+// the transaction ids known, so that a read does not wait for the horizon
+// one of them holds (it may be the reader's own).
+type openUnits struct {
+	mu   sync.Mutex
+	pids map[uint32]int
+	xids map[int64]int
+	n    atomic.Int32 // open units: zero spares the lookup
+}
+
+func (u *openUnits) add(pid uint32, xid int64) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.pids == nil {
+		u.pids, u.xids = map[uint32]int{}, map[int64]int{}
+	}
+	if pid != 0 {
+		u.pids[pid]++
+		u.n.Add(1)
+	}
+	if xid != 0 {
+		u.xids[xid]++
+	}
+}
+
+func (u *openUnits) remove(pid uint32, xid int64) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.pids[pid]--; u.pids[pid] <= 0 {
+		delete(u.pids, pid)
+	}
+	if xid != 0 {
+		if u.xids[xid]--; u.xids[xid] <= 0 {
+			delete(u.xids, xid)
+		}
+	}
+	u.n.Add(-1)
+}
+
+// holds reports whether the transaction with id xid, or the session pid, is
+// an open unit of work's. (Behind a pooler the session's pid is not the
+// server's; the id is known once the unit of work has appended.)
+func (u *openUnits) holds(xid int64, pid uint32) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.xids[xid] > 0 || pid != 0 && u.pids[pid] > 0
+}
+
+// hold records that tx holds stream's row, so that group commits park appends
+// to it instead of waiting for the row until tx ends.
+func (tx *Tx) hold(stream string) {
+	if !slices.Contains(tx.held, stream) {
+		tx.held = append(tx.held, stream)
+		tx.db.events.w.park.hold(stream)
+	}
+}
+
+// usable checks that tx is a unit of work of db, still running.
+func (tx *Tx) usable(db *DB, op string) error {
+	switch {
+	case tx == nil:
+		return invalid("%s: InTx given a nil *postgres.Tx", op)
+	case tx.db != db:
+		return invalid("%s: InTx given a unit of work of another DB", op)
+	case tx.done.Load():
+		return invalid("%s: InTx given a unit of work that has ended", op)
+	}
+	return nil
 }
 
 // Pgx returns the PostgreSQL transaction, for the caller's own reads and writes
 // (a read model, say). Do not commit or roll it back: [DB.Tx] does.
 func (tx *Tx) Pgx() pgx.Tx { return tx.tx }
 
-// Tx runs fn in one transaction and commits it if fn returns nil; otherwise
-// (or if fn panics) it rolls back and returns fn's error.
+// Tx runs fn in one transaction (READ COMMITTED) and commits it if fn returns
+// nil; otherwise (or if fn panics) it rolls back and returns fn's error.
+//
+// An append in fn that meets a conflict or a duplicate reports it without
+// aborting the transaction; an error PostgreSQL raises itself (a value it
+// refuses, the role's lock_timeout) ends it. While tx holds a stream's row,
+// appends to that stream from outside it wait until it ends, and appends to
+// other streams go on. A ReadAll in fn does not wait for the horizon tx holds.
 func (db *DB) Tx(ctx context.Context, fn func(tx *Tx) error) (err error) {
 	if db.closed.Load() {
 		return db.errClosed("Tx")
 	}
-	ptx, err := db.pool.Begin(ctx)
+	ptx, err := db.pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
 	if err != nil {
 		return fmt.Errorf("postgres: begin unit of work: %w", err)
 	}
-	tx := &Tx{db: db, tx: ptx}
+	tx := &Tx{db: db, tx: ptx, pid: ptx.Conn().PgConn().PID()}
+	db.units.add(tx.pid, 0)
 	committed := false
 	defer func() {
 		if !committed {
 			_ = ptx.Rollback(context.Background())
+		}
+		tx.done.Store(true)
+		db.units.remove(tx.pid, tx.xid)
+		db.events.w.park.release(tx.held...) // the appends parked behind it may go
+		if db.events.heldByUnit.Swap(false) {
+			db.events.Notify() // a read stopped short of events it held back
 		}
 	}()
 	if err := fn(tx); err != nil {

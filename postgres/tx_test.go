@@ -230,3 +230,155 @@ func TestOpenRefusesLogAheadOfCounter(t *testing.T) {
 		t.Errorf("Open of a log ahead of the transaction counter succeeded")
 	}
 }
+
+// TestTxSameIDRace: two units of work append the same event ID at once; the
+// second waits for the first's insert, which commits. The second gets the
+// documented answer (a retry: Duplicate with the stored positions, when it is
+// the same append to the same stream; a *DuplicateIDError otherwise) and its
+// transaction is not aborted: it goes on and commits.
+func TestTxSameIDRace(t *testing.T) {
+	for _, sameStream := range []bool{true, false} {
+		name := "OtherStream"
+		if sameStream {
+			name = "SameStream"
+		}
+		t.Run(name, func(t *testing.T) {
+			app := appName()
+			db := openOn(t, newPool(t, app), Options{Schema: newSchema(t)})
+			s := db.Events()
+			ctx := t.Context()
+			event := testEvents("E", 1)
+			inserted, commit := make(chan struct{}), make(chan struct{})
+			var first eventstore.AppendResult
+			firstDone := make(chan error, 1)
+			go func() {
+				firstDone <- db.Tx(ctx, func(tx *Tx) error {
+					var err error
+					if first, err = s.Append(ctx, "a", event, eventstore.InTx(tx)); err != nil {
+						return err
+					}
+					close(inserted)
+					<-commit
+					return nil
+				})
+			}()
+			<-inserted
+			stream := "b"
+			if sameStream {
+				stream = "a"
+			}
+			err := db.Tx(ctx, func(tx *Tx) error {
+				go func() {
+					waitUntil(t, "the second unit of work waits for the first", func() bool { return waitingForLock(t, app) })
+					close(commit)
+				}()
+				res, err := s.Append(ctx, stream, event, eventstore.InTx(tx))
+				if sameStream {
+					if err != nil || !res.Duplicate || res.FirstPosition != first.FirstPosition {
+						return fmt.Errorf("the same append again: %+v, %v; want the first's result as a duplicate", res, err)
+					}
+				} else if !errors.Is(err, eventstore.ErrDuplicateID) {
+					return fmt.Errorf("the same ID in another stream: %+v, %v; want ErrDuplicateID", res, err)
+				}
+				// The transaction goes on.
+				_, err = s.Append(ctx, "c", testEvents("After", 1), eventstore.InTx(tx))
+				return err
+			})
+			if err != nil {
+				t.Fatalf("second unit of work: %v", err)
+			}
+			if err := <-firstDone; err != nil {
+				t.Fatalf("first unit of work: %v", err)
+			}
+			got, err := collect(s.ReadAll(ctx, recado.Position{}))
+			if err != nil || len(got) != 2 || got[0].ID != event[0].ID || got[0].Stream != "a" || got[1].Stream != "c" {
+				t.Errorf("log = %v, %v; want the event in a once, then c's", got, err)
+			}
+		})
+	}
+}
+
+// TestReadAllInsideTx: a unit of work that has a transaction id (from an
+// append, or from a write of its own that recado does not see) holds the
+// horizon; a ReadAll inside it, after other events committed behind it,
+// returns what is readable instead of waiting for its own transaction.
+func TestReadAllInsideTx(t *testing.T) {
+	for _, how := range []string{"Append", "OwnWrite"} {
+		t.Run(how, func(t *testing.T) {
+			db := openTest(t, Options{})
+			s := db.Events()
+			ctx := t.Context()
+			before := testEvents("Before", 1)
+			if _, err := s.Append(ctx, "s", before); err != nil {
+				t.Fatal(err)
+			}
+			err := db.Tx(ctx, func(tx *Tx) error {
+				if how == "Append" {
+					if _, err := s.Append(ctx, "mine", testEvents("Mine", 1), eventstore.InTx(tx)); err != nil {
+						return err
+					}
+				} else if _, err := tx.Exec(ctx, "SELECT pg_current_xact_id()"); err != nil {
+					return err
+				}
+				if _, err := s.Append(ctx, "s", testEvents("Behind", 1)); err != nil {
+					return err
+				}
+				ctx, cancel := context.WithTimeout(ctx, guard)
+				defer cancel()
+				got, err := collect(s.ReadAll(ctx, recado.Position{}))
+				if err != nil || len(got) != 1 || got[0].ID != before[0].ID {
+					return fmt.Errorf("ReadAll inside the unit of work: %d events, %v; want the one committed before it", len(got), err)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := 2
+			if how == "Append" {
+				want = 3
+			}
+			if got, err := collect(s.ReadAll(ctx, recado.Position{})); err != nil || len(got) != want {
+				t.Errorf("ReadAll after the unit of work: %d events, %v; want %d", len(got), err, want)
+			}
+		})
+	}
+}
+
+// TestInTxRefusesOtherUnits: a unit of work of another DB, or one that has
+// ended, is refused with ErrInvalid by appends and deletes.
+func TestInTxRefusesOtherUnits(t *testing.T) {
+	db, other := openTest(t, Options{}), openTest(t, Options{})
+	s := db.Events()
+	ctx := t.Context()
+	if _, err := s.Append(ctx, "s", testEvents("E", 1)); err != nil {
+		t.Fatal(err)
+	}
+	var ended *Tx
+	if err := db.Tx(ctx, func(tx *Tx) error { ended = tx; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	check := func(what string, tx *Tx) {
+		t.Helper()
+		if _, err := s.Append(ctx, "s", testEvents("E", 1), eventstore.InTx(tx)); !errors.Is(err, eventstore.ErrInvalid) {
+			t.Errorf("Append with %s: %v, want ErrInvalid", what, err)
+		}
+		if err := s.Delete(ctx, "s", eventstore.InTx(tx)); !errors.Is(err, eventstore.ErrInvalid) {
+			t.Errorf("Delete with %s: %v, want ErrInvalid", what, err)
+		}
+		if err := s.Tombstone(ctx, "s", eventstore.InTx(tx)); !errors.Is(err, eventstore.ErrInvalid) {
+			t.Errorf("Tombstone with %s: %v, want ErrInvalid", what, err)
+		}
+	}
+	check("a unit of work that has ended", ended)
+	err := other.Tx(ctx, func(tx *Tx) error {
+		check("a unit of work of another DB", tx)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := collect(s.ReadStream(ctx, "s")); err != nil || len(got) != 1 {
+		t.Errorf("stream after the refused calls: %d events, %v; want 1", len(got), err)
+	}
+}

@@ -28,6 +28,7 @@ type appendReq struct {
 	state    atomic.Int32 // reqQueued, then reqTaken by the writer or reqAbandoned by the caller
 	done     chan appendOutcome
 	inFlight bool // a commit carrying it was sent and its outcome is unknown (writer only)
+	size     int  // its bytes on the wire, at most (writer only; see measure)
 }
 
 const (
@@ -44,11 +45,14 @@ type appendOutcome struct {
 // writer commits the appends of one DB in groups: while one transaction
 // commits, the appends arriving queue up, and the next transaction takes them
 // all. Several loops (Options.Writers) take groups from one queue, so that one
-// group's round trips and WAL flush overlap the next group's.
+// group's round trips and WAL flush overlap the next group's. Appends to a
+// stream whose row another transaction holds wait in the park lane, so they
+// hold up neither their group nor the writers.
 type writer struct {
 	e    *EventStore
 	reqs chan *appendReq // unbuffered: a sent request is the writer's
 	stop chan struct{}
+	park parkLane
 }
 
 // A group commit is tried again after a lost connection up to
@@ -60,6 +64,17 @@ const (
 	maxContendedAttempts = 10
 )
 
+// groupLockWait is the lock_timeout of a group commit: how long it waits for a
+// stream row (or an event ID) another transaction holds before it sets the
+// appends that wait aside in the park lane and commits the others. Other
+// group commits hold rows for a commit's time; units of work, for as long as
+// they run.
+const groupLockWait = 200 * time.Millisecond
+
+// maxMessageBytes is the largest message PostgreSQL accepts (and pgx sends):
+// an append whose rows cannot fit in one is refused.
+const maxMessageBytes = 1<<30 - 2
+
 func (w *writer) close() { close(w.stop) }
 
 // loop is one writer connection's group commit loop.
@@ -67,26 +82,39 @@ func (w *writer) loop() {
 	var (
 		batch []*appendReq
 		buf   batchBuf
-		last  int // appends in the last commit
+		last  int        // appends in the last commit
+		carry *appendReq // taken from the queue, but over the last group's bounds
 	)
+	opts := &w.e.db.opts
 	for {
-		var first *appendReq
-		select {
-		case first = <-w.reqs:
-		case <-w.stop:
-			return
+		first := carry
+		carry = nil
+		if first == nil {
+			select {
+			case first = <-w.reqs:
+			case <-w.stop:
+				return
+			}
 		}
 		batch = append(batch[:0], first)
-		n := len(first.events)
-		// Take every append waiting. Appenders whose previous append the last
-		// commit just answered may be a scheduling slice away: give them up to
-		// two chances to arrive, or the next commit would carry a few and the
-		// one after it the rest.
-		for idle := 0; idle < 2 && n < w.e.db.opts.MaxBatch; {
+		n, size := len(first.events), measure(first)
+		// Take every append waiting, up to MaxBatch events and MaxBatchBytes.
+		// Appenders whose previous append the last commit just answered may
+		// be a scheduling slice away: give them up to two chances to arrive,
+		// or the next commit would carry a few and the one after it the rest.
+		for idle := 0; idle < 2 && carry == nil; {
 			select {
 			case r := <-w.reqs:
+				if n+len(r.events) > opts.MaxBatch || size+measure(r) > opts.MaxBatchBytes {
+					select {
+					case w.reqs <- r: // to a writer that is waiting
+					default:
+						carry = r // the first of the next group
+					}
+					continue
+				}
 				batch = append(batch, r)
-				n += len(r.events)
+				n, size = n+len(r.events), size+r.size
 				idle = 0
 			default:
 				if len(batch) >= last {
@@ -100,7 +128,7 @@ func (w *writer) loop() {
 		last = len(batch)
 		live := batch[:0]
 		for _, r := range batch {
-			if r.state.CompareAndSwap(reqQueued, reqTaken) {
+			if r.state.CompareAndSwap(reqQueued, reqTaken) && !w.refuse(r) && !w.park.divert(r) {
 				live = append(live, r)
 			}
 		}
@@ -111,17 +139,77 @@ func (w *writer) loop() {
 	}
 }
 
-// commit writes reqs in one transaction, retrying a transaction that failed
-// for a reason a new attempt can cure (a dropped connection, a deadlock, an
-// event ID stored meanwhile by another process). A retry of a commit whose
-// outcome is unknown is safe: the appends it stored are recognised by ID.
+// measure returns (and keeps) an upper bound of r's bytes in the messages of
+// a commit: its events' data, IDs, types, stream, metadata (as JSON, each
+// character escaped at most six-fold) and their framing.
+func measure(r *appendReq) int {
+	if r.size > 0 {
+		return r.size
+	}
+	n := 0
+	for i := range r.events {
+		e := &r.events[i]
+		m := &e.Metadata
+		meta := len(m.CorrelationID) + len(m.CausationID) + len(m.IdempotencyKey) + len(m.TraceParent) + len(m.TraceState)
+		for k, v := range m.Fields {
+			meta += len(k) + len(v) + 6
+		}
+		n += len(e.Data) + len(e.ID) + len(e.Type) + len(r.stream) + 6*meta + 200
+	}
+	r.size = n
+	return n
+}
+
+// refuse answers an append too large for any commit, and reports whether it
+// did.
+func (w *writer) refuse(r *appendReq) bool {
+	if r.size <= maxMessageBytes-1<<20 {
+		return false
+	}
+	r.done <- appendOutcome{err: fmt.Errorf("postgres: append to %q: %w: its %d events take up to %d bytes, "+
+		"more than one PostgreSQL message can carry (1 GiB)", r.stream, eventstore.ErrInvalid, len(r.events), r.size)}
+	return true
+}
+
+// commit writes reqs in one transaction and answers each append. Failures a
+// new attempt can cure are retried (see attempts). When the group waited too
+// long for a stream row another transaction holds, the appends to that
+// stream are parked and the others committed. When PostgreSQL refused a value
+// of one append (a NUL byte in text, a time out of range, an index row too
+// big), the group is split until each such append fails on its own and the
+// others commit.
 func (w *writer) commit(reqs []*appendReq, buf *batchBuf) {
-	var err error
+	err := w.attempts(reqs, buf)
+	switch {
+	case err == nil:
+	case w.e.db.closed.Load():
+		w.fail(reqs, err)
+	case lockTimedOut(err):
+		w.isolateLocked(reqs, buf, err)
+	case len(reqs) > 1 && isolable(err):
+		w.split(reqs, buf)
+	default:
+		w.fail(reqs, err)
+	}
+}
+
+// split commits the two halves of reqs one after the other.
+func (w *writer) split(reqs []*appendReq, buf *batchBuf) {
+	h := len(reqs) / 2
+	w.commit(reqs[:h], buf)
+	w.commit(reqs[h:], buf)
+}
+
+// attempts writes reqs in one transaction, retrying a transaction that failed
+// for a reason a new attempt can cure (a dropped connection, a deadlock, an
+// event ID stored meanwhile by another process), and answers every append
+// when one succeeds. A retry of a commit whose outcome is unknown is safe:
+// the appends it stored are recognised by ID. It returns the last attempt's
+// error, the appends unanswered.
+func (w *writer) attempts(reqs []*appendReq, buf *batchBuf) error {
 	lost := 0 // attempts that failed for a lost connection
 	for attempt := 1; ; attempt++ {
-		var outcomes []appendOutcome
-		var sent bool
-		outcomes, sent, err = w.e.execute(w.e.db.ctx, nil, reqs, buf, attempt > 1)
+		outcomes, sent, err := w.e.execute(w.e.db.ctx, nil, reqs, buf, attempt > 1)
 		if err == nil {
 			for i, r := range reqs {
 				o := outcomes[i]
@@ -131,11 +219,15 @@ func (w *writer) commit(reqs []*appendReq, buf *batchBuf) {
 				r.done <- o
 			}
 			w.e.Notify()
-			return
+			return nil
 		}
 		if sent {
-			for _, r := range reqs {
-				r.inFlight = true
+			// Only the appends the lost commit would have written are in
+			// flight: one it found already stored stays a duplicate.
+			for i, r := range reqs {
+				if outcomes == nil || outcomes[i].err == nil && !outcomes[i].res.Duplicate {
+					r.inFlight = true
+				}
 			}
 		}
 		if errors.Is(err, errNeedIDs) {
@@ -145,7 +237,7 @@ func (w *writer) commit(reqs []*appendReq, buf *batchBuf) {
 			lost++
 		}
 		if lost == maxCommitAttempts || attempt == maxContendedAttempts || !retryable(err) || w.e.db.closed.Load() {
-			break
+			return err
 		}
 		if idTaken(err) && attempt == 1 {
 			continue // a later event's ID is stored: at once, looking up every ID
@@ -157,6 +249,11 @@ func (w *writer) commit(reqs []*appendReq, buf *batchBuf) {
 		case <-w.stop:
 		}
 	}
+}
+
+// fail answers every append of reqs with err: ErrUnknownOutcome for those a
+// lost commit may have stored, ErrClosed (with err) after Close.
+func (w *writer) fail(reqs []*appendReq, err error) {
 	closed := w.e.db.closed.Load()
 	for _, r := range reqs {
 		switch {
@@ -168,6 +265,78 @@ func (w *writer) commit(reqs []*appendReq, buf *batchBuf) {
 			r.done <- appendOutcome{err: fmt.Errorf("postgres: append to %q: %w", r.stream, err)}
 		}
 	}
+}
+
+// isolateLocked handles a group that waited groupLockWait for a lock: the
+// appends to streams whose rows another transaction holds are parked, and
+// the others committed at once. When no stream row is held (what the group
+// waited for was an event ID another transaction is inserting, or it was
+// released meanwhile), the group is split, and an append left alone is
+// parked.
+func (w *writer) isolateLocked(reqs []*appendReq, buf *batchBuf, err error) {
+	held, perr := w.e.heldStreams(w.e.db.ctx, reqs)
+	if perr != nil {
+		if w.e.db.closed.Load() {
+			w.fail(reqs, err)
+		} else {
+			w.park.add(reqs...)
+		}
+		return
+	}
+	var rest []*appendReq
+	for _, r := range reqs {
+		if held[r.stream] {
+			w.park.add(r)
+		} else {
+			rest = append(rest, r)
+		}
+	}
+	switch {
+	case len(rest) == 0:
+	case len(rest) < len(reqs):
+		w.commit(rest, buf)
+	case oneStream(reqs):
+		w.park.add(reqs...)
+	default:
+		w.split(reqs, buf)
+	}
+}
+
+func oneStream(reqs []*appendReq) bool {
+	for _, r := range reqs[1:] {
+		if r.stream != reqs[0].stream {
+			return false
+		}
+	}
+	return true
+}
+
+// heldStreams finds which of the streams of reqs have rows that another
+// transaction holds locked, without waiting for any: in a transaction that is
+// rolled back, it locks the rows it can and reports the others.
+func (e *EventStore) heldStreams(ctx context.Context, reqs []*appendReq) (map[string]bool, error) {
+	streams := make([]string, 0, len(reqs))
+	for _, r := range reqs {
+		streams = append(streams, r.stream)
+	}
+	held := map[string]bool{}
+	b := &pgx.Batch{}
+	b.Queue(beginOwn)
+	b.Queue(e.db.q.heldStreams, streams).Query(func(rs pgx.Rows) error {
+		for rs.Next() {
+			var s string
+			if err := rs.Scan(&s); err != nil {
+				return err
+			}
+			held[s] = true
+		}
+		return rs.Err()
+	})
+	b.Queue("rollback")
+	if err := e.db.pool.SendBatch(ctx, b).Close(); err != nil {
+		return nil, err
+	}
+	return held, nil
 }
 
 // errNeedIDs ends a first attempt that found an append's first event ID
@@ -182,9 +351,34 @@ func idTaken(err error) bool {
 	return errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "events_id_key"
 }
 
+// lockTimedOut reports whether err is a group commit's lock_timeout.
+func lockTimedOut(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "55P03"
+}
+
+// isolable reports whether err is one that a single append's input can cause
+// by itself, so that the other appends of its group commit without it:
+// PostgreSQL refusing a value (class 22: a NUL byte in text, a time out of
+// range, ...), a limit (class 54: an index row too big, ...), or pgx refusing
+// to send a message too large.
+func isolable(err error) bool {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgErr.Code[:2] == "22" || pgErr.Code[:2] == "54"
+	}
+	return tooLargeToSend(err)
+}
+
+// tooLargeToSend reports whether err is pgx refusing to send a message
+// PostgreSQL would refuse (larger than maxMessageBytes). Nothing was sent.
+func tooLargeToSend(err error) bool {
+	return pgconn.SafeToRetry(err) && strings.Contains(err.Error(), "message body too large")
+}
+
 // retryable reports whether a failed group commit may succeed if run again.
 func retryable(err error) bool {
-	if errors.Is(err, eventstore.ErrClosed) || errors.Is(err, context.Canceled) {
+	if errors.Is(err, eventstore.ErrClosed) || errors.Is(err, context.Canceled) || tooLargeToSend(err) {
 		return false
 	}
 	var pgErr *pgconn.PgError
@@ -221,6 +415,21 @@ type batchBuf struct {
 
 	uStreams          []string
 	uVersions, uMajor []int64
+
+	// Whether the insert and the commit of the last write were answered,
+	// set by the callbacks replies returns (made once per buffer).
+	inserted, committed     bool
+	onInserted, onCommitted func(pgconn.CommandTag) error
+}
+
+// replies returns the callbacks that record the answers to a write's insert
+// and commit in b.inserted and b.committed.
+func (b *batchBuf) replies() (inserted, committed func(pgconn.CommandTag) error) {
+	if b.onInserted == nil {
+		b.onInserted = func(pgconn.CommandTag) error { b.inserted = true; return nil }
+		b.onCommitted = func(pgconn.CommandTag) error { b.committed = true; return nil }
+	}
+	return b.onInserted, b.onCommitted
 }
 
 func (b *batchBuf) reset() {
@@ -272,17 +481,23 @@ type storedEvent struct {
 // caller's unit of work, and leaves the commit to it. With lock it locks the
 // stream rows before reading them; without, it reads them plainly and the
 // write fails (to be retried with lock) if one changed meanwhile. sent reports
-// that a commit was sent, so the outcome of a failure is unknown.
-func (e *EventStore) execute(ctx context.Context, tx pgx.Tx, reqs []*appendReq, buf *batchBuf, lock bool) (out []appendOutcome, sent bool, err error) {
-	var conn sender = tx
-	if tx == nil {
-		c, err := e.db.pool.Acquire(ctx)
-		if err != nil {
+// that a commit was sent, so the outcome of a failure is unknown; out is what
+// the attempt decided for each append, also when the write failed (nil when
+// it failed before deciding).
+func (e *EventStore) execute(ctx context.Context, unit *Tx, reqs []*appendReq, buf *batchBuf, lock bool) (out []appendOutcome, sent bool, err error) {
+	var conn sender
+	if unit != nil {
+		conn = unit.tx
+	} else {
+		c, aerr := e.db.pool.Acquire(ctx)
+		if aerr != nil {
 			if e.db.closed.Load() {
 				return nil, false, e.db.errClosed("append")
 			}
-			return nil, false, err
+			return nil, false, aerr
 		}
+		// err is the function's result: a failed commit leaves its
+		// transaction open (or aborted) until release rolls it back.
 		defer func() { release(c, err == nil) }()
 		conn = c.Conn()
 	}
@@ -292,9 +507,13 @@ func (e *EventStore) execute(ctx context.Context, tx pgx.Tx, reqs []*appendReq, 
 	// other attempt, and every append in a caller's unit of work (which must
 	// not be aborted), looks up all of them.
 	allIDs := lock
-	st, err := e.readState(ctx, conn, tx == nil, reqs, lock, allIDs)
+	own := unit == nil
+	st, err := e.readState(ctx, conn, own, reqs, lock, allIDs)
 	if err != nil {
 		return nil, false, err
+	}
+	if !own {
+		unit.setXID(st.xid)
 	}
 	if !allIDs {
 		for _, r := range reqs {
@@ -303,16 +522,16 @@ func (e *EventStore) execute(ctx context.Context, tx pgx.Tx, reqs []*appendReq, 
 			}
 		}
 	}
-	if h := e.hooks.beforeWrite; h != nil && tx == nil {
-		h(conn.(*pgx.Conn).PgConn().PID())
+	if h := e.hooks.beforeWrite; h != nil && own {
+		h(conn.(*pgx.Conn))
 	}
 	buf.reset()
 	out = e.decide(reqs, st.rows, st.stored, st.xid, st.seqs, buf)
-	sent, err = e.write(ctx, conn, tx == nil, st, buf, lock)
-	if err != nil {
-		return nil, sent, err
+	sent, err = e.write(ctx, conn, own, st, buf, lock)
+	if h := e.hooks.afterCommit; h != nil && err == nil && own {
+		err = h(len(reqs))
 	}
-	return out, sent, nil
+	return out, sent, err
 }
 
 // sender is a connection or a transaction: what a pipeline is sent on.
@@ -368,18 +587,21 @@ func (e *EventStore) readState(ctx context.Context, conn sender, own bool, reqs 
 	st := &batchState{rows: make(map[string]*streamRow, len(streams)), stored: make(map[string]storedEvent)}
 	var blocks []int64
 	b := &pgx.Batch{}
-	if own {
-		b.Queue("begin")
-		if e.hooks.serialize {
-			b.Queue("SELECT pg_advisory_xact_lock(hashtext($1))", q.channel)
-		}
-	}
 	// Plan the lookups and the stream update for their arguments. A generic
 	// plan cached while the tables were small (a sequential scan for
 	// id = ANY($1), a hash join for the stream update) would stay after they
 	// grow, costing a scan of the table per commit. The setting is put back
-	// before the insert.
-	b.Queue(q.customPlans).QueryRow(func(row pgx.Row) error { return row.Scan(&st.planMode, nil) })
+	// before the insert. A transaction of its own also gets its isolation and
+	// timeouts (see beginOwn).
+	if own {
+		b.Queue(beginOwn)
+		if e.hooks.serialize {
+			b.Queue("SELECT pg_advisory_xact_lock(hashtext($1))", q.channel)
+		}
+		b.Queue(q.ownSettings).QueryRow(func(row pgx.Row) error { return row.Scan(&st.planMode, nil, nil) })
+	} else {
+		b.Queue(q.customPlans).QueryRow(func(row pgx.Row) error { return row.Scan(&st.planMode, nil) })
+	}
 	readStreams := q.readStreams
 	if lock {
 		readStreams = q.lockStreams
@@ -449,47 +671,112 @@ func scanStored(rs pgx.Rows, stored map[string]storedEvent) error {
 
 // write is the second round trip: it writes the events buf holds and the
 // stream rows they change, and commits (if own), pipelined. sent reports that
-// a commit was sent, so that the outcome of a failure is unknown.
+// a commit was sent and may have happened, so that the outcome of a failure is
+// unknown.
 func (e *EventStore) write(ctx context.Context, conn sender, own bool, st *batchState, buf *batchBuf, lock bool) (sent bool, err error) {
+	if !own {
+		return false, e.writeInTx(ctx, conn, st, buf)
+	}
 	q := &e.db.q
 	b := &pgx.Batch{}
-	if len(buf.ids) > 0 {
-		buf.sliceMeta()
-		if lock {
-			b.Queue(q.updateStream, buf.uStreams, buf.uVersions, buf.uMajor)
-		} else {
-			e.queueCAS(b, st.rows, buf)
-		}
-		// The insert scans no table: its generic plan is as good, and planning
-		// a hundred-row insert for its arguments costs more than it saves.
-		b.Queue(q.restorePlans, st.planMode)
-		b.Queue(q.insertEvents, buf.majors, buf.seqs, buf.ids, buf.streams, buf.versions, buf.types, buf.data, buf.meta, buf.times)
-		if !own {
-			b.Queue(q.notify, q.channel) // delivered when the caller commits
-		}
-	} else if !own {
-		b.Queue(q.restorePlans, st.planMode)
-	}
-	switch {
-	case own && len(buf.ids) == 0:
+	if len(buf.ids) == 0 {
 		b.Queue("rollback") // nothing passed: leave no new stream rows behind
 		return false, conn.SendBatch(ctx, b).Close()
-	case own:
-		b.Queue("commit")
-		// After the commit, in a transaction of its own: a NOTIFY inside the
-		// transaction would take PostgreSQL's global notify lock across the
-		// commit's WAL flush, serializing every notifying commit.
-		b.Queue(q.notify, q.channel)
 	}
-	if err := conn.SendBatch(context.WithoutCancel(ctx), b).Close(); err != nil {
-		return own && connLost(err), err
+	buf.inserted, buf.committed = false, false
+	onInserted, onCommitted := buf.replies()
+	buf.sliceMeta()
+	if lock {
+		b.Queue(q.updateStream, buf.uStreams, buf.uVersions, buf.uMajor)
+	} else {
+		e.queueCAS(b, st.rows, buf)
 	}
-	if h := e.hooks.afterCommit; h != nil && own {
-		if err := h(); err != nil {
-			return true, err
+	// The insert scans no table: its generic plan is as good, and planning
+	// a hundred-row insert for its arguments costs more than it saves.
+	b.Queue(q.restorePlans, st.planMode)
+	b.Queue(q.insertEvents, buf.majors, buf.seqs, buf.ids, buf.streams, buf.versions, buf.types, buf.data, buf.meta, buf.times).
+		Exec(onInserted)
+	b.Queue("commit").Exec(onCommitted)
+	// After the commit, in a transaction of its own: a NOTIFY inside the
+	// transaction would take PostgreSQL's global notify lock across the
+	// commit's WAL flush, serializing every notifying commit.
+	b.Queue(q.notify, q.channel)
+	// Close gives up on the commit only if the server has not answered
+	// within closeGrace (see DB.Close).
+	nc := conn.(*pgx.Conn).PgConn().Conn()
+	e.db.sending.enter(nc)
+	err = conn.SendBatch(context.WithoutCancel(ctx), b).Close()
+	e.db.sending.leave(nc)
+	if err != nil {
+		if buf.committed {
+			e.db.log.Warn("postgres: notify after a commit failed; subscribers elsewhere will poll", "schema", e.db.opts.Schema, "err", err)
+			return true, nil
+		}
+		return mayHaveCommitted(err, buf.inserted), err
+	}
+	return true, nil
+}
+
+// writeInTx is write in a caller's unit of work, which must not be aborted by
+// an event ID another transaction stored after the lookup: the insert skips
+// such an ID, the stream rows are updated only if every event was inserted,
+// and otherwise the append is undone and decided again (errRaced).
+func (e *EventStore) writeInTx(ctx context.Context, conn sender, st *batchState, buf *batchBuf) error {
+	q := &e.db.q
+	b := &pgx.Batch{}
+	b.Queue(q.restorePlans, st.planMode)
+	var took []string // the IDs inserted
+	if len(buf.ids) > 0 {
+		buf.sliceMeta()
+		b.Queue(q.insertInTx, buf.majors, buf.seqs, buf.ids, buf.streams, buf.versions, buf.types, buf.data, buf.meta, buf.times,
+			buf.uStreams, buf.uVersions, buf.uMajor).QueryRow(func(row pgx.Row) error { return row.Scan(&took) })
+		b.Queue(q.notify, q.channel) // delivered when the caller commits
+	}
+	if err := conn.SendBatch(ctx, b).Close(); err != nil {
+		return err
+	}
+	if len(took) < len(buf.ids) {
+		return e.undoInTx(ctx, conn, took)
+	}
+	return nil
+}
+
+// errRaced ends an append in a unit of work that met an event ID stored by
+// another transaction after its lookup: it is decided again.
+var errRaced = errors.New("postgres: append in a unit of work: an event ID was stored meanwhile")
+
+// undoInTx deletes the events an append in a unit of work inserted before it
+// met an ID stored meanwhile (its stream rows were left as they were), and
+// returns errRaced.
+func (e *EventStore) undoInTx(ctx context.Context, conn sender, took []string) error {
+	if len(took) > 0 {
+		b := &pgx.Batch{}
+		b.Queue(e.db.q.deleteEvents, took)
+		if err := conn.SendBatch(ctx, b).Close(); err != nil {
+			return err
 		}
 	}
-	return own, nil
+	return errRaced
+}
+
+// mayHaveCommitted reports whether a pipelined write that failed with err may
+// have committed, when its commit's reply never came: not if nothing was sent,
+// not if the server reported an ERROR (which ends the transaction, commit
+// included), not if a fatal error (the session ended) came before the
+// insert's reply; otherwise (the connection failed) it may have.
+func mayHaveCommitted(err error, inserted bool) bool {
+	if pgconn.SafeToRetry(err) {
+		return false
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		severity := pgErr.SeverityUnlocalized
+		if severity == "" {
+			severity = pgErr.Severity
+		}
+		return severity != "ERROR" && inserted
+	}
+	return true
 }
 
 // queueCAS queues the updates of the stream rows read without locks: new rows
@@ -653,13 +940,23 @@ func clampInt64(v uint64) int64 {
 
 // testHooks let the package's tests break a group commit at chosen points.
 type testHooks struct {
-	// beforeWrite runs between the two round trips, with the backend pid.
-	beforeWrite func(pid uint32)
-	// afterCommit runs after a commit succeeded; an error makes the writer
-	// believe the reply was lost.
-	afterCommit func() error
+	// beforeWrite runs between the two round trips, with the connection
+	// (inside the group commit's transaction).
+	beforeWrite func(conn *pgx.Conn)
+	// afterCommit runs after a commit of so many appends succeeded; an error
+	// makes the writer believe the reply was lost.
+	afterCommit func(appends int) error
+	// grace, if set, replaces closeGrace.
+	grace time.Duration
 	// serialize makes every group commit take one transaction-scoped advisory
 	// lock first: the other known gap-safe design (commits serialized across
 	// processes), kept to compare the two by measurement.
 	serialize bool
+}
+
+func (h *testHooks) closeGrace(d time.Duration) time.Duration {
+	if h.grace > 0 {
+		return h.grace
+	}
+	return d
 }
