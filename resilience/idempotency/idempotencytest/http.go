@@ -34,7 +34,7 @@ const draftKey = `"8e03978e-40d5-43e8-bc93-6894a57f9324"`
 
 // orders is the handler under test: it creates an order per call it runs.
 type orders struct {
-	calls  atomic.Int64
+	calls   atomic.Int64
 	status  int           // of the response; 201 if zero
 	started chan struct{} // if set, receives a value when a call starts
 	gate    chan struct{} // if set, a call waits for it to close
