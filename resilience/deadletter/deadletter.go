@@ -699,9 +699,12 @@ func (s *Store) get(w driver.Writer, id uint64) (Letter, error) {
 	return l, err
 }
 
-// replayable returns nil if l is Failed and at the head of its key's queue.
+// replayable returns nil if l is at the head of its key's queue and waits
+// for people: Failed, or Parked (a parked message reaches the head only if
+// the letter before it went without requesting it, which the rules never
+// do; replaying it then lets the key flow again).
 func (s *Store) replayable(w driver.Writer, l *Letter) error {
-	if l.State != Failed {
+	if l.State != Failed && l.State != Parked {
 		return &StateError{ID: l.ID, State: l.State}
 	}
 	if l.Key == "" {
