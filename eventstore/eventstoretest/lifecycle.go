@@ -509,6 +509,9 @@ func testInvalidRead(t *testing.T, nb factory) {
 	if _, err := readAll(t.Context(), s, recado.Position{}, eventstore.Limit(-1)); !errors.Is(err, eventstore.ErrInvalid) {
 		t.Errorf("ReadAll with a negative limit: error = %v, want ErrInvalid", err)
 	}
+	if _, err := readAll(t.Context(), s, recado.Position{}, eventstore.FromVersion(2)); !errors.Is(err, eventstore.ErrInvalid) {
+		t.Errorf("ReadAll with FromVersion, which does not apply to the log: error = %v, want ErrInvalid", err)
+	}
 	if _, err := readStream(t.Context(), s, ""); !errors.Is(err, eventstore.ErrInvalid) {
 		t.Errorf("ReadStream of an empty stream name: error = %v, want ErrInvalid", err)
 	}

@@ -432,7 +432,6 @@ func testReadAllOptions(t *testing.T, nb factory) {
 		{"BackwardsBeforeFirst", pos(0), []eventstore.ReadOption{eventstore.Backwards()}, nil},
 		{"BackwardsLimit3", recado.Position{}, []eventstore.ReadOption{eventstore.Backwards(), eventstore.Limit(3)}, span(11, 9)},
 		{"BackwardsBefore8Limit2", pos(8), []eventstore.ReadOption{eventstore.Backwards(), eventstore.Limit(2)}, span(7, 6)},
-		{"FromVersionIgnored", pos(9), []eventstore.ReadOption{eventstore.FromVersion(5)}, span(10, 11)},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -161,7 +161,7 @@ func testUnitRollback(t *testing.T, nb factory, panics bool) {
 		})
 	}()
 	if got := <-reading; len(got) > 0 {
-		t.Errorf("ReadAll while a unit of work was open read %v, events of the unit that rolled back", ids(got))
+		t.Errorf("ReadAll started while a unit of work was open read %v, events of the unit that rolled back", ids(got))
 	}
 	switch {
 	case panics && recovered != panicValue:
