@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/recado-dev/recado"
+	"github.com/recado-dev/recado/eventstore"
 	"github.com/recado-dev/recado/eventstore/driver"
 )
 
@@ -29,14 +30,20 @@ type DB struct {
 	closed bool
 
 	events *events
+	front  *eventstore.Store
 }
 
 // New returns an empty DB.
 func New() *DB {
 	db := &DB{writer: make(chan struct{}, 1), done: make(chan struct{})}
 	db.events = newEvents(db)
+	db.front = eventstore.New(db.events)
 	return db
 }
+
+// Events returns the DB's event store. Its appends, deletes and State take
+// eventstore.InTx(tx) with a [*Tx] of this DB.
+func (db *DB) Events() *eventstore.Store { return db.front }
 
 // Close closes the DB: every later call of its stores fails with
 // eventstore.ErrClosed, subscriptions end with it, and a unit of work in
