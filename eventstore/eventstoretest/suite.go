@@ -7,19 +7,20 @@
 // which optional features it has. The suite proves the contract of package
 // eventstore against the front and the backend's driver together: append and
 // read; expected versions; exact optimistic concurrency under contention;
-// idempotent retries (checked before the expected version, and before
-// DuplicateIDError is told apart from a conflict); a global log that never
-// lets a checkpointing reader skip or repeat an event while many writers
-// commit; subscriptions (catch-up, live, filters, progress); cancellation and
-// abandoned commits; the limits (names of [eventstore.MaxStreamLen],
-// [eventstore.MaxIDLen] and [eventstore.MaxTypeLen] bytes of incompressible
-// multibyte UTF-8, times from year 1 to 9999 to the microsecond, in UTC);
-// metadata fields with empty values; that nothing the caller does to its events
-// after Append returns, and nothing a reader does to events it read, changes
-// what is stored; the same *eventstore.Error messages on every backend;
-// [eventstore.Store.State]; and, with the features, Close, soft delete and
-// tombstone, and units of work (commit, rollback on error and panic, conflicts
-// inside a unit, units of another DB or that have ended, OnCommit).
+// idempotent retries and reused event IDs (both decided before the expected
+// version: a reused ID is a DuplicateIDError, never a conflict); a global log
+// that never lets a checkpointing reader skip or repeat an event while many
+// writers commit; subscriptions (catch-up, live, filters, progress);
+// cancellation and abandoned commits; the limits (names of
+// [eventstore.MaxStreamLen], [eventstore.MaxIDLen] and [eventstore.MaxTypeLen]
+// bytes of incompressible multibyte UTF-8, times from year 1 to 9999 to the
+// microsecond, in UTC); metadata fields with empty values; that nothing the
+// caller does to its events after Append returns, and nothing a reader does to
+// events it read, changes what is stored; the same *eventstore.Error messages
+// on every backend; [eventstore.Store.State]; and, with the features, Close,
+// soft delete and tombstone, and units of work (commit, rollback on error and
+// panic, conflicts inside a unit, units of another DB or that have ended,
+// OnCommit).
 //
 //	func TestConformance(t *testing.T) { eventstoretest.Run(t, newBackend) }
 //	func BenchmarkStore(b *testing.B)  { eventstoretest.Bench(b, newBackend) }
