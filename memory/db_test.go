@@ -447,7 +447,10 @@ func TestTxSubscription(t *testing.T) {
 				default:
 				}
 			case eventstore.KindEvent:
-				got <- m.Event
+				select {
+				case got <- m.Event:
+				case <-ctx.Done():
+				}
 			}
 		}
 	}()
