@@ -90,7 +90,7 @@ func TestTxCommits(t *testing.T) {
 	}
 }
 
-// runs returns the failures a unit of work can end with: an error, which Tx
+// rollbacks are the failures a unit of work can end with: an error, which Tx
 // returns as it is, and a panic, which goes on after the rollback.
 var rollbacks = []struct {
 	name string
@@ -102,7 +102,7 @@ var rollbacks = []struct {
 
 var errFn = errors.New("fn failed")
 
-// tx runs db.Tx(fn), recovering a panic, and checks that it ended with errFn.
+// txFails runs db.Tx(fn), recovering a panic, and checks that it ended with errFn.
 func txFails(t *testing.T, db *memory.DB, fn func(tx *memory.Tx) error) {
 	t.Helper()
 	var err error
@@ -447,7 +447,10 @@ func TestTxSubscription(t *testing.T) {
 				default:
 				}
 			case eventstore.KindEvent:
-				got <- m.Event
+				select {
+				case got <- m.Event:
+				case <-ctx.Done():
+				}
 			}
 		}
 	}()

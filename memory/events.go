@@ -324,14 +324,14 @@ func (e *events) Close() error { return e.db.Close() }
 // and Metadata.Fields, so that a reader that changes an event cannot change the
 // store. The data of the whole chunk is copied into one allocation. Stored
 // events are never modified, so this needs no lock.
-func detach(events []recado.Event) {
+func detach(chunk []recado.Event) {
 	size := 0
-	for i := range events {
-		size += len(events[i].Data)
+	for i := range chunk {
+		size += len(chunk[i].Data)
 	}
 	arena := make([]byte, 0, size)
-	for i := range events {
-		ev := &events[i]
+	for i := range chunk {
+		ev := &chunk[i]
 		if ev.Data != nil {
 			start := len(arena)
 			arena = append(arena, ev.Data...)
