@@ -8,6 +8,10 @@ import (
 	"github.com/recado-dev/recado"
 	"github.com/recado-dev/recado/eventstore"
 	"github.com/recado-dev/recado/eventstore/driver"
+	dldriver "github.com/recado-dev/recado/resilience/deadletter/driver"
+	idemdriver "github.com/recado-dev/recado/resilience/idempotency/driver"
+	inboxdriver "github.com/recado-dev/recado/resilience/inbox/driver"
+	leasedriver "github.com/recado-dev/recado/resilience/lease/driver"
 )
 
 // DB holds every store of package memory and runs the units of work they
@@ -31,6 +35,13 @@ type DB struct {
 
 	events *events
 	front  *eventstore.Store
+
+	// The recoverability stores' drivers; their fronts are made per call,
+	// with the caller's settings.
+	deadLetters *deadLetters
+	idempotency *idempotencyKeys
+	inbox       *inboxEntries
+	leases      *leases
 }
 
 // New returns an empty DB.
@@ -38,6 +49,10 @@ func New() *DB {
 	db := &DB{writer: make(chan struct{}, 1), done: make(chan struct{})}
 	db.events = newEvents(db)
 	db.front = eventstore.New(db.events)
+	db.deadLetters = &deadLetters{db: db, letters: newTable[uint64, dldriver.Letter]()}
+	db.idempotency = &idempotencyKeys{db: db, recs: newTable[[2]string, idemdriver.Record]()}
+	db.inbox = &inboxEntries{db: db, entries: newTable[[2]string, inboxdriver.Entry]()}
+	db.leases = &leases{db: db, recs: newTable[string, leasedriver.Record]()}
 	return db
 }
 
