@@ -156,16 +156,17 @@ type StateError struct {
 	Head uint64
 }
 
+// Error says what the state is; the [*Error] around it names the letter.
 func (e *StateError) Error() string {
 	switch {
 	case e.State.Final():
-		return fmt.Sprintf("letter %d was %s already", e.ID, e.State)
+		return "the letter was " + e.State.String() + " already"
 	case e.Head != 0:
-		return fmt.Sprintf("letter %d (%s) waits behind letter %d of its key: replay or discard that one", e.ID, e.State, e.Head)
+		return fmt.Sprintf("the letter (%s) waits behind letter %d of its key: replay or discard that one", e.State, e.Head)
 	case e.State == Requested:
-		return fmt.Sprintf("letter %d: its replay is requested already and under way", e.ID)
+		return "the letter's replay is requested already and under way"
 	}
-	return fmt.Sprintf("letter %d is %s", e.ID, e.State)
+	return "the letter is " + e.State.String()
 }
 
 // Is reports whether target is ErrHandled (final states) or ErrState (others).
