@@ -60,8 +60,9 @@ func New() *DB {
 // eventstore.InTx(tx) with a [*Tx] of this DB.
 func (db *DB) Events() *eventstore.Store { return db.front }
 
-// Close closes the DB: every later call of its stores fails with
-// eventstore.ErrClosed, subscriptions end with it, and a unit of work in
+// Close closes the DB: every later call of its stores fails with the store's
+// ErrClosed (eventstore.ErrClosed, deadletter.ErrClosed, ...), subscriptions
+// end with it, and a unit of work in
 // progress rolls back (its [DB.Tx] returns the error). Close is safe to call
 // more than once.
 func (db *DB) Close() error {
