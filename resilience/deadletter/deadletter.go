@@ -579,6 +579,9 @@ func (s *Store) ReplayGroup(ctx context.Context, source, errText string) (int, e
 	if err := check.Name("source", source, MaxSourceLen); err != nil {
 		return fail(invalid(err))
 	}
+	if err := check.Text("error", errText, MaxErrorLen); err != nil {
+		return fail(invalid(err))
+	}
 	now := check.Now(s.now)
 	total := 0
 	for after := uint64(0); ; {

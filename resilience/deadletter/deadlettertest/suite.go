@@ -716,6 +716,9 @@ func testReplayGroup(t *testing.T, e *env) {
 	if _, err := e.Store.ReplayGroup(ctx, "", "error A"); !errors.Is(err, deadletter.ErrInvalid) {
 		t.Errorf("ReplayGroup without a source = %v, want ErrInvalid", err)
 	}
+	if _, err := e.Store.ReplayGroup(ctx, src, "error\x00"); !errors.Is(err, deadletter.ErrInvalid) {
+		t.Errorf("ReplayGroup of an error text with NUL = %v, want ErrInvalid", err)
+	}
 }
 
 var errRollback = errors.New("deadlettertest: roll back")
