@@ -44,3 +44,16 @@ func TestLeases(t *testing.T) {
 		return leasetest.Backend{Store: db.Leases(cfg), Tx: eventstoretest.UnitOfWork(db)}
 	})
 }
+
+func BenchmarkIdempotency(b *testing.B) {
+	idempotencytest.Bench(b, func(tb testing.TB, cfg idempotency.Config) idempotencytest.Backend {
+		return idempotencytest.Backend{Store: newDB(tb).IdempotencyKeys(cfg)}
+	})
+}
+
+func BenchmarkInbox(b *testing.B) {
+	inboxtest.Bench(b, func(tb testing.TB, cfg inbox.Config) inboxtest.Backend {
+		db := newDB(tb)
+		return inboxtest.Backend{Store: db.Inbox(cfg), Tx: eventstoretest.UnitOfWork(db), Events: db.Events()}
+	})
+}

@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/recado-dev/recado"
+	"github.com/recado-dev/recado/eventstore"
 	"github.com/recado-dev/recado/resilience/inbox"
 	"github.com/recado-dev/recado/resilience/resiliencetest"
 )
@@ -44,6 +45,9 @@ type Backend struct {
 	// same Config, as a process restart would; nil if the backend keeps
 	// nothing across a restart (memory).
 	Reopen func() Backend
+	// Events is the event store of the same DB, for [Bench]; Run does not
+	// use it.
+	Events *eventstore.Store
 }
 
 // Factory returns a fresh backend whose Store uses cfg. It registers its own
