@@ -13,6 +13,7 @@ import (
 
 	"github.com/recado-dev/recado"
 	"github.com/recado-dev/recado/eventstore"
+	"github.com/recado-dev/recado/eventstore/driver"
 )
 
 func TestOptionsValidate(t *testing.T) {
@@ -219,7 +220,7 @@ func TestCloseTwice(t *testing.T) {
 			t.Errorf("ReadAll after Close = %v, want ErrClosed", err)
 		}
 	}
-	if err := db.Tx(t.Context(), func(*Tx) error { return nil }); !errors.Is(err, eventstore.ErrClosed) {
+	if err := db.Tx(t.Context(), func(*Tx) error { return nil }); !errors.Is(err, driver.ErrClosed) {
 		t.Errorf("Tx after Close = %v, want ErrClosed", err)
 	}
 }

@@ -26,7 +26,7 @@ func createOrders(t *testing.T, db *DB) {
 func countOrders(t *testing.T, db *DB) int {
 	t.Helper()
 	// On a read connection: what is committed, not what a Tx holds.
-	rc, err := db.reads.get(db.closing, db.closedErr)
+	rc, err := db.reads.get(db.closing)
 	if err != nil {
 		t.Fatal(err)
 	}
