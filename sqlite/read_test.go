@@ -233,3 +233,65 @@ func TestCorruptMetadata(t *testing.T) {
 		})
 	})
 }
+
+// TestReadStreamChangedBetweenPages: a stream deleted (soft, tombstoned, or
+// deleted and written again) while a ReadStream is between pages ends the
+// read with an error, never with part of the stream as if it were all of it.
+func TestReadStreamChangedBetweenPages(t *testing.T) {
+	tests := []struct {
+		name   string
+		change func(ctx context.Context, s *EventStore) error
+		want   error
+	}{
+		{"Deleted", func(ctx context.Context, s *EventStore) error { return s.Delete(ctx, "s") }, eventstore.ErrStreamNotFound},
+		{"Tombstoned", func(ctx context.Context, s *EventStore) error { return s.Tombstone(ctx, "s") }, eventstore.ErrStreamDeleted},
+		{"DeletedAndWrittenAgain", func(ctx context.Context, s *EventStore) error {
+			if err := s.Delete(ctx, "s"); err != nil {
+				return err
+			}
+			_, err := s.Append(ctx, "s", events("F", 600))
+			return err
+		}, eventstore.ErrStreamNotFound},
+	}
+	for _, tc := range tests {
+		for _, backwards := range []bool{false, true} {
+			name := tc.name
+			var opts []eventstore.ReadOption
+			if backwards {
+				name += "/Backwards"
+				opts = append(opts, eventstore.Backwards())
+			}
+			t.Run(name, func(t *testing.T) {
+				db := openTest(t, Options{})
+				s := db.Events()
+				ctx := t.Context()
+				const total = 2*pageSize + 200
+				if _, err := s.Append(ctx, "s", events("E", total)); err != nil {
+					t.Fatal(err)
+				}
+				n := 0
+				var readErr error
+				for e, err := range s.ReadStream(ctx, "s", opts...) {
+					if err != nil {
+						readErr = err
+						break
+					}
+					if e.Type != "E" {
+						t.Fatalf("event %d of type %s: an event of the stream's next life", n, e.Type)
+					}
+					if n++; n == 1 {
+						if err := tc.change(ctx, s); err != nil {
+							t.Fatal(err)
+						}
+					}
+				}
+				if !errors.Is(readErr, tc.want) {
+					t.Errorf("read of %d events ended with %v, want %v after the first page", n, readErr, tc.want)
+				}
+				if n != pageSize {
+					t.Errorf("read %d events before the error, want the first page (%d)", n, pageSize)
+				}
+			})
+		}
+	}
+}

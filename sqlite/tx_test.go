@@ -10,6 +10,7 @@ import (
 
 	"github.com/recado-dev/recado"
 	"github.com/recado-dev/recado/eventstore"
+	"github.com/recado-dev/recado/eventstore/driver"
 )
 
 func createOrders(t *testing.T, db *DB) {
@@ -324,5 +325,136 @@ func TestSecondProcessSeesEvents(t *testing.T) {
 	res, err := reader.Events().Append(t.Context(), "s", events("e", 1), eventstore.ExpectVersion(3))
 	if err != nil || res.FirstVersion != 4 {
 		t.Errorf("append from the second DB = %+v, %v; want version 4", res, err)
+	}
+}
+
+// TestOnCommit: the functions given to OnCommit run in order after the unit
+// of work commits, before DB.Tx returns, with the writer
+// free again (one of them appends); never when it rolls back or SQLite
+// aborted it.
+func TestOnCommit(t *testing.T) {
+	db := openTest(t, Options{})
+	ctx := t.Context()
+	s := db.Events()
+	var ran []string
+	inFn := true
+	err := db.Tx(ctx, func(tx *Tx) error {
+		tx.OnCommit(func() {
+			if inFn {
+				t.Error("OnCommit function ran before fn returned")
+			}
+			ran = append(ran, "first")
+			if got := len(readStream(t, s, "s")); got != 1 {
+				t.Errorf("OnCommit function read %d events of the unit of work, want them committed (1)", got)
+			}
+			if _, err := s.Append(ctx, "after", events("e", 1)); err != nil { // through group commit
+				t.Errorf("append from an OnCommit function: %v", err)
+			}
+		})
+		tx.OnCommit(func() { ran = append(ran, "second") })
+		_, err := s.Append(ctx, "s", events("e", 1), eventstore.InTx(tx))
+		inFn = false
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ran) != 2 || ran[0] != "first" || ran[1] != "second" {
+		t.Errorf("OnCommit functions ran %v, want [first second]", ran)
+	}
+	if got := len(readStream(t, s, "after")); got != 1 {
+		t.Errorf("the OnCommit function's append: %d events, want 1", got)
+	}
+
+	boom := errors.New("boom")
+	err = db.Tx(ctx, func(tx *Tx) error {
+		tx.OnCommit(func() { t.Error("OnCommit function ran after a rollback") })
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("Tx = %v, want boom", err)
+	}
+	addPoison(t, db)
+	err = db.Tx(ctx, func(tx *Tx) error {
+		tx.OnCommit(func() { t.Error("OnCommit function ran after SQLite aborted the unit of work") })
+		_, err := s.Append(ctx, "p", events("poison", 1), eventstore.InTx(tx))
+		if err == nil {
+			t.Error("poisoned append succeeded")
+		}
+		return nil
+	})
+	if !errors.Is(err, ErrTxAborted) {
+		t.Fatalf("Tx = %v, want ErrTxAborted", err)
+	}
+	var kept *Tx
+	if err := db.Tx(ctx, func(tx *Tx) error { kept = tx; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	kept.OnCommit(func() { t.Error("OnCommit function of a finished Tx ran") })
+	if err := db.Tx(ctx, func(*Tx) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDriverState: State reads the committed state on a read connection, and
+// what the unit of work holds inside one; a unit of work that is not this
+// DB's, or has finished, is ErrForeignTx.
+func TestDriverState(t *testing.T) {
+	db := openTest(t, Options{})
+	other := openTest(t, Options{})
+	ctx := t.Context()
+	d := db.events
+	s := db.Events()
+	if _, err := s.Append(ctx, "s", events("e", 3)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(ctx, "s"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Append(ctx, "s", events("e", 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Tombstone(ctx, "gone"); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		stream string
+		want   driver.State
+	}{
+		{"s", driver.State{Version: 4, Start: 3}},
+		{"gone", driver.State{Tombstoned: true}},
+		{"none", driver.State{}},
+	} {
+		if got, err := d.State(ctx, tc.stream, nil); err != nil || got != tc.want {
+			t.Errorf("State(%q) = %+v, %v; want %+v", tc.stream, got, err, tc.want)
+		}
+	}
+	var done *Tx
+	err := db.Tx(ctx, func(tx *Tx) error {
+		done = tx
+		if _, err := s.Append(ctx, "s", events("e", 2), eventstore.InTx(tx)); err != nil {
+			return err
+		}
+		if got, err := d.State(ctx, "s", tx); err != nil || got != (driver.State{Version: 6, Start: 3}) {
+			t.Errorf("State in the unit of work = %+v, %v; want version 6 from 3", got, err)
+		}
+		return other.Tx(ctx, func(otx *Tx) error {
+			if _, err := d.State(ctx, "s", otx); !errors.Is(err, driver.ErrForeignTx) {
+				t.Errorf("State in another DB's unit of work = %v, want ErrForeignTx", err)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.State(ctx, "s", done); !errors.Is(err, driver.ErrForeignTx) || !errors.Is(err, ErrTxDone) {
+		t.Errorf("State in a finished unit of work = %v, want ErrForeignTx and ErrTxDone", err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.State(ctx, "s", nil); !errors.Is(err, driver.ErrClosed) {
+		t.Errorf("State after Close = %v, want ErrClosed", err)
 	}
 }
