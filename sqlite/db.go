@@ -15,6 +15,7 @@ import (
 
 	"github.com/ncruces/go-sqlite3"
 
+	"github.com/recado-dev/recado/eventstore"
 	"github.com/recado-dev/recado/eventstore/driver"
 )
 
@@ -151,8 +152,8 @@ type DB struct {
 
 	signal driver.Signal
 	stats  struct{ commits, appends, events, txs atomic.Uint64 }
-	events *eventDriver // the event store's driver
-	store  *EventStore  // the event store
+	events *eventDriver      // the event store's driver
+	store  *eventstore.Store // the front over it
 }
 
 // Memory is the path that opens a private, throwaway database (for tests,
@@ -191,7 +192,7 @@ func Open(path string, opts Options) (*DB, error) {
 		return nil, err
 	}
 	db.events = &eventDriver{db: db}
-	db.store = &EventStore{db: db, d: db.events}
+	db.store = eventstore.New(db.events)
 	go db.writer()
 	return db, nil
 }
@@ -354,7 +355,7 @@ func (db *DB) Close() error {
 }
 
 // Events returns the event store kept in this file.
-func (db *DB) Events() *EventStore { return db.store }
+func (db *DB) Events() *eventstore.Store { return db.store }
 
 // Path returns the file's path as given to Open ([Memory] for a throwaway
 // database).

@@ -13,7 +13,6 @@ import (
 
 	"github.com/recado-dev/recado"
 	"github.com/recado-dev/recado/eventstore"
-	"github.com/recado-dev/recado/eventstore/driver"
 )
 
 func TestOptionsValidate(t *testing.T) {
@@ -220,7 +219,7 @@ func TestCloseTwice(t *testing.T) {
 			t.Errorf("ReadAll after Close = %v, want ErrClosed", err)
 		}
 	}
-	if err := db.Tx(t.Context(), func(*Tx) error { return nil }); !errors.Is(err, driver.ErrClosed) {
+	if err := db.Tx(t.Context(), func(*Tx) error { return nil }); !errors.Is(err, eventstore.ErrClosed) {
 		t.Errorf("Tx after Close = %v, want ErrClosed", err)
 	}
 }
@@ -234,7 +233,7 @@ func events(typ string, n int) []recado.Event {
 	return es
 }
 
-func readStream(tb testing.TB, s eventstore.Store, stream string) []recado.Event {
+func readStream(tb testing.TB, s *eventstore.Store, stream string) []recado.Event {
 	tb.Helper()
 	var out []recado.Event
 	for e, err := range s.ReadStream(context.Background(), stream) {
@@ -246,7 +245,7 @@ func readStream(tb testing.TB, s eventstore.Store, stream string) []recado.Event
 	return out
 }
 
-func readAll(tb testing.TB, s eventstore.Store) []recado.Event {
+func readAll(tb testing.TB, s *eventstore.Store) []recado.Event {
 	tb.Helper()
 	var out []recado.Event
 	for e, err := range s.ReadAll(context.Background(), recado.Position{}) {

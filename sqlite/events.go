@@ -53,7 +53,7 @@ func (d *eventDriver) Delete(ctx context.Context, r *driver.Request) error {
 			}
 		}
 	} else {
-		err = d.db.tx(ctx, del)
+		_, err = d.db.runTx(ctx, del)
 	}
 	if err != nil {
 		r.Reset()

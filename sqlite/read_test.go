@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -240,12 +241,12 @@ func TestCorruptMetadata(t *testing.T) {
 func TestReadStreamChangedBetweenPages(t *testing.T) {
 	tests := []struct {
 		name   string
-		change func(ctx context.Context, s *EventStore) error
+		change func(ctx context.Context, s *eventstore.Store) error
 		want   error
 	}{
-		{"Deleted", func(ctx context.Context, s *EventStore) error { return s.Delete(ctx, "s") }, eventstore.ErrStreamNotFound},
-		{"Tombstoned", func(ctx context.Context, s *EventStore) error { return s.Tombstone(ctx, "s") }, eventstore.ErrStreamDeleted},
-		{"DeletedAndWrittenAgain", func(ctx context.Context, s *EventStore) error {
+		{"Deleted", func(ctx context.Context, s *eventstore.Store) error { return s.Delete(ctx, "s") }, eventstore.ErrStreamNotFound},
+		{"Tombstoned", func(ctx context.Context, s *eventstore.Store) error { return s.Tombstone(ctx, "s") }, eventstore.ErrStreamDeleted},
+		{"DeletedAndWrittenAgain", func(ctx context.Context, s *eventstore.Store) error {
 			if err := s.Delete(ctx, "s"); err != nil {
 				return err
 			}
@@ -292,6 +293,37 @@ func TestReadStreamChangedBetweenPages(t *testing.T) {
 					t.Errorf("read %d events before the error, want the first page (%d)", n, pageSize)
 				}
 			})
+		}
+	}
+}
+
+// TestMetadataStored: metadata reads back as it was appended, fields with
+// empty values (and no metadata at all) included, from both reads.
+func TestMetadataStored(t *testing.T) {
+	db := openTest(t, Options{})
+	s := db.Events()
+	ctx := t.Context()
+	metas := []recado.Metadata{
+		{},
+		{Fields: map[string]string{"empty": ""}},
+		{CorrelationID: "c-1", Fields: map[string]string{"a": "", "b": "x", "quote\"d": "line\nbreak"}},
+		{CausationID: "e-0", IdempotencyKey: "k", TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", TraceState: "v=1"},
+	}
+	es := events("e", len(metas))
+	for i := range es {
+		es[i].Metadata = metas[i]
+	}
+	if _, err := s.Append(ctx, "m", es); err != nil {
+		t.Fatal(err)
+	}
+	for name, got := range map[string][]recado.Event{"ReadStream": readStream(t, s, "m"), "ReadAll": readAll(t, s)} {
+		if len(got) != len(metas) {
+			t.Fatalf("%s read %d events, want %d", name, len(got), len(metas))
+		}
+		for i, e := range got {
+			if !reflect.DeepEqual(e.Metadata, metas[i]) {
+				t.Errorf("%s: event %d metadata = %#v, want %#v", name, i, e.Metadata, metas[i])
+			}
 		}
 	}
 }

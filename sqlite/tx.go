@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"github.com/recado-dev/recado"
+	"github.com/recado-dev/recado/eventstore"
 	"github.com/recado-dev/recado/eventstore/driver"
 )
 
@@ -21,9 +22,9 @@ var ErrTxDone = fmt.Errorf("sqlite: unit of work already finished: %w", sql.ErrT
 // whole transaction back by itself: a write interrupted because its context
 // ended, INSERT OR ROLLBACK and RAISE(ROLLBACK), a full disk, I/O errors, no
 // memory. Nothing of the unit of work is stored then; fn may return, and a new
-// unit of work starts afresh. It is the event store's sentinel for the same
-// thing, so the event store's calls in the unit of work report it too.
-var ErrTxAborted = driver.ErrTxAborted
+// unit of work starts afresh. It is [eventstore.ErrTxAborted], so the event
+// store's calls in the unit of work report it too.
+var ErrTxAborted = eventstore.ErrTxAborted
 
 // Tx is a unit of work: one write transaction on the DB's writer connection.
 // Pass it to the stores of this DB (eventstore.InTx(tx)) and use it for your
@@ -46,7 +47,10 @@ type Tx struct {
 	onCommit []func() // run once the transaction has committed
 }
 
-var _ recado.Tx = (*Tx)(nil)
+var (
+	_ recado.Tx              = (*Tx)(nil)
+	_ recado.UnitOfWork[*Tx] = (*DB)(nil)
+)
 
 // OnCommit implements [recado.Tx]: f runs after the transaction commits, on
 // the goroutine that called [DB.Tx], before DB.Tx returns, once the writer is
@@ -151,7 +155,9 @@ func (db *DB) writerTx(reset bool) (open bool, last error) {
 // otherwise, or if fn panics, it rolls back and returns fn's error. If SQLite
 // ended the transaction while fn ran, Tx returns [ErrTxAborted] even when fn
 // returns nil, and nothing commits. Events appended with eventstore.InTx(tx)
-// are seen by subscribers once it commits.
+// are seen by subscribers once it commits, and the functions given to
+// [Tx.OnCommit] run then, before Tx returns. Tx implements
+// [recado.UnitOfWork].
 //
 // The transaction holds the file's only writer while fn runs: every append and
 // every other Tx waits for it. Keep fn short: never hold it open across a
@@ -159,18 +165,11 @@ func (db *DB) writerTx(reset bool) (open bool, last error) {
 // store call that writes; a write of this DB without it waits for fn to end,
 // which never comes.
 func (db *DB) Tx(ctx context.Context, fn func(tx *Tx) error) error {
-	err := db.tx(ctx, fn)
-	if err == nil {
-		db.stats.txs.Add(1)
-	}
-	return err
-}
-
-func (db *DB) tx(ctx context.Context, fn func(tx *Tx) error) error {
 	tx, err := db.runTx(ctx, fn)
 	if err != nil {
 		return err
 	}
+	db.stats.txs.Add(1)
 	for _, f := range tx.onCommit {
 		f()
 	}
