@@ -14,9 +14,10 @@ import (
 	"github.com/recado-dev/recado/eventstore/driver"
 )
 
-// eventDriver is the event store kept in a [DB]'s file, as a [driver.Driver]: the
-// front (package eventstore) validates, copies and reports; it decides
-// each request with [driver.Request.Decide] inside the writer's transaction,
+// eventDriver is the event store kept in a [DB]'s file, as the
+// [driver.Driver] under the front that [DB.Events] returns. The front
+// validates, copies and reports errors; the driver decides each request with
+// [driver.Request.Decide] or DecideDelete inside the writer's transaction,
 // stores it in a group commit or in the caller's [Tx], and reads.
 type eventDriver struct{ db *DB }
 
