@@ -1,8 +1,3 @@
-//go:build eventstoretest
-
-// Built with -tags eventstoretest until the rewritten eventstoretest (Bench
-// over *eventstore.Store) lands on this branch; then the tag goes.
-
 package sqlite
 
 import (

@@ -1,8 +1,3 @@
-//go:build eventstoretest
-
-// Built with -tags eventstoretest until the rewritten eventstoretest (Backend,
-// Run over *eventstore.Store) lands on this branch; then the tag goes.
-
 package sqlite
 
 import (
@@ -17,9 +12,10 @@ import (
 func newBackend(tb testing.TB) eventstoretest.Backend {
 	db := openTest(tb, Options{})
 	return eventstoretest.Backend{
-		Store: db.Events(),
-		Close: db.Close,
-		Tx:    eventstoretest.UnitOfWork(db),
+		Store:    db.Events(),
+		Close:    db.Close,
+		Tx:       eventstoretest.UnitOfWork(db),
+		Features: eventstoretest.Features{Delete: true, UnitOfWork: true, Close: true, LeakCheck: true},
 	}
 }
 
