@@ -297,14 +297,14 @@ func (db *DB) groupAppend(ctx context.Context, r *driver.Request) error {
 	case db.queue <- q:
 	case <-ctx.Done():
 		db.waiting.Add(-1)
-		return db.recycle(q, ctx.Err())
+		return q.recycle(ctx.Err())
 	case <-db.closing:
 		db.waiting.Add(-1)
-		return db.recycle(q, driver.ErrClosed)
+		return q.recycle(driver.ErrClosed)
 	}
 	select {
 	case <-q.done:
-		return db.recycle(q, q.err)
+		return q.recycle(q.err)
 	case <-ctx.Done():
 		if q.state.CompareAndSwap(reqPending, reqAbandoned) {
 			db.waiting.Add(-1)
@@ -312,7 +312,7 @@ func (db *DB) groupAppend(ctx context.Context, r *driver.Request) error {
 		}
 		select {
 		case <-q.done:
-			return db.recycle(q, q.err)
+			return q.recycle(q.err)
 		default:
 			return fmt.Errorf("%w: %w", driver.ErrUnknownOutcome, ctx.Err())
 		}
@@ -322,13 +322,13 @@ func (db *DB) groupAppend(ctx context.Context, r *driver.Request) error {
 			return driver.ErrClosed
 		}
 		<-q.done
-		return db.recycle(q, q.err)
+		return q.recycle(q.err)
 	}
 }
 
 // recycle puts q back in the pool, once nothing else holds it, and returns
 // err.
-func (db *DB) recycle(q *appendReq, err error) error {
+func (q *appendReq) recycle(err error) error {
 	q.r, q.err, q.lookup = nil, nil, false
 	appendReqs.Put(q)
 	return err
