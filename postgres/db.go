@@ -120,7 +120,7 @@ type DB struct {
 	log    *slog.Logger
 	schema string // quoted identifier
 	q      queries
-	events *EventStore
+	events *eventDriver
 	units  openUnits
 
 	ctx    context.Context // ends on Close
@@ -183,7 +183,7 @@ func Connect(ctx context.Context, connString string, opts Options) (*DB, error) 
 }
 
 // Events returns the event store.
-func (db *DB) Events() *EventStore { return db.events }
+func (db *DB) Events() *EventStore { return &EventStore{db.events} }
 
 // Pool returns the pool the DB uses.
 func (db *DB) Pool() *pgxpool.Pool { return db.pool }
