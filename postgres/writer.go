@@ -542,11 +542,11 @@ func release(c *pgxpool.Conn, healthy bool) {
 
 // batchState is what the first round trip of a commit learns.
 type batchState struct {
-	rows     map[string]*streamRow  // by stream: as read (a zero row if none)
+	rows     map[string]*streamRow    // by stream: as read (a zero row if none)
 	stored   map[string]driver.Stored // by ID: the batch's events already stored
-	xid      int64                  // the transaction's id
-	seqs     []int64                // sequence numbers, one per event, increasing
-	planMode string                 // plan_cache_mode to restore
+	xid      int64                    // the transaction's id
+	seqs     []int64                  // sequence numbers, one per event, increasing
+	planMode string                   // plan_cache_mode to restore
 }
 
 // readState is the first round trip: it begins the transaction (if own),
