@@ -51,14 +51,18 @@ func reservedKey(k string) bool {
 // ErrBadMetadata is returned for metadata that cannot be stored or read back.
 var ErrBadMetadata = errors.New("recado: bad metadata")
 
-// Validate reports whether m can be stored: every string valid UTF-8, and no key
-// of Fields empty or equal to a reserved key.
+// Validate reports whether m can be stored: every string valid UTF-8 without a
+// NUL byte (PostgreSQL's text cannot hold one), and no key of Fields empty or
+// equal to a reserved key. Fields with empty values are kept.
 func (m Metadata) Validate() error {
 	known := [...]struct{ name, value string }{{keyCorrelation, m.CorrelationID}, {keyCausation, m.CausationID},
 		{keyIdempotency, m.IdempotencyKey}, {keyTraceParent, m.TraceParent}, {keyTraceState, m.TraceState}}
 	for _, f := range known {
 		if !utf8.ValidString(f.value) {
 			return fmt.Errorf("%w: %s is not valid UTF-8", ErrBadMetadata, f.name)
+		}
+		if strings.IndexByte(f.value, 0) >= 0 {
+			return fmt.Errorf("%w: %s contains a NUL byte", ErrBadMetadata, f.name)
 		}
 	}
 	for k, v := range m.Fields {
@@ -69,6 +73,8 @@ func (m Metadata) Validate() error {
 			return fmt.Errorf("%w: field name %q is reserved for Metadata's own field", ErrBadMetadata, k)
 		case !utf8.ValidString(k) || !utf8.ValidString(v):
 			return fmt.Errorf("%w: field %q is not valid UTF-8", ErrBadMetadata, k)
+		case strings.IndexByte(k, 0) >= 0 || strings.IndexByte(v, 0) >= 0:
+			return fmt.Errorf("%w: field %q contains a NUL byte", ErrBadMetadata, k)
 		}
 	}
 	return nil
@@ -90,9 +96,6 @@ func (m Metadata) AppendJSON(b []byte) []byte {
 	start := len(b)
 	b = append(b, '{')
 	field := func(k, v string) {
-		if v == "" {
-			return
-		}
 		if len(b) > start+1 {
 			b = append(b, ',')
 		}
@@ -100,11 +103,16 @@ func (m Metadata) AppendJSON(b []byte) []byte {
 		b = append(b, ':')
 		b = appendJSONString(b, v)
 	}
-	field(keyCorrelation, m.CorrelationID)
-	field(keyCausation, m.CausationID)
-	field(keyIdempotency, m.IdempotencyKey)
-	field(keyTraceParent, m.TraceParent)
-	field(keyTraceState, m.TraceState)
+	own := func(k, v string) { // Metadata's own fields: empty means absent
+		if v != "" {
+			field(k, v)
+		}
+	}
+	own(keyCorrelation, m.CorrelationID)
+	own(keyCausation, m.CausationID)
+	own(keyIdempotency, m.IdempotencyKey)
+	own(keyTraceParent, m.TraceParent)
+	own(keyTraceState, m.TraceState)
 	if len(m.Fields) == 1 {
 		for k, v := range m.Fields {
 			field(k, v)
@@ -113,11 +121,6 @@ func (m Metadata) AppendJSON(b []byte) []byte {
 		for _, k := range slices.Sorted(maps.Keys(m.Fields)) {
 			field(k, m.Fields[k])
 		}
-	}
-	// An object whose values were all empty strings still needs a form that
-	// reads back as the same metadata: keep only the non-empty ones.
-	if len(b) == start+1 {
-		return b[:start]
 	}
 	return append(b, '}')
 }

@@ -60,9 +60,15 @@ func TestMetadataAppendJSONIsStable(t *testing.T) {
 			t.Fatalf("AppendJSON = %s, want %s", got, want)
 		}
 	}
-	// Empty values are left out, so they read back as absent.
-	if got := string((Metadata{Fields: map[string]string{"a": ""}}).AppendJSON(nil)); got != "" {
-		t.Errorf("metadata of empty values encodes as %q, want nothing", got)
+	// A field with an empty value is kept: it reads back as present and empty,
+	// on every backend. Metadata's own fields are absent when empty.
+	md = Metadata{CorrelationID: "", Fields: map[string]string{"a": ""}}
+	if got := string(md.AppendJSON(nil)); got != `{"a":""}` {
+		t.Errorf("metadata with an empty field value encodes as %q, want {\"a\":\"\"}", got)
+	}
+	back, err := ParseMetadata(md.AppendJSON(nil))
+	if v, ok := back.Fields["a"]; err != nil || !ok || v != "" {
+		t.Errorf("empty field value read back as %q, present %v, error %v", v, ok, err)
 	}
 }
 
@@ -77,6 +83,9 @@ func TestMetadataValidate(t *testing.T) {
 		{"bad utf8 value", Metadata{Fields: map[string]string{"k": "\xff"}}},
 		{"bad utf8 key", Metadata{Fields: map[string]string{"\xfe": "v"}}},
 		{"bad utf8 known", Metadata{CausationID: "\xff"}},
+		{"NUL in value", Metadata{Fields: map[string]string{"k": "a\x00b"}}},
+		{"NUL in key", Metadata{Fields: map[string]string{"k\x00": "v"}}},
+		{"NUL in known", Metadata{TraceState: "\x00"}},
 	}
 	for _, tt := range tests {
 		if err := tt.md.Validate(); !errors.Is(err, ErrBadMetadata) {

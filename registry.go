@@ -175,11 +175,12 @@ func (r *Registry) Upcast(e Event) (Event, error) {
 		if !ok {
 			return e, nil
 		}
-		from := e.Type
-		var err error
-		if e, err = up(e); err != nil {
-			return Event{}, fmt.Errorf("recado: upcast %s event %s: %w", from, e.ID, err)
+		from, id := e.Type, e.ID
+		next, err := up(e)
+		if err != nil {
+			return Event{}, fmt.Errorf("recado: upcast %s event %s: %w", from, id, err)
 		}
+		e = next
 	}
 	return Event{}, fmt.Errorf("recado: upcast event %s: more than %d steps (a cycle?)", e.ID, maxUpcasts)
 }

@@ -112,6 +112,14 @@ func TestRegistryUpcastChain(t *testing.T) {
 		t.Error("a failing upcaster did not fail the decode")
 	}
 
+	// An upcaster that fails and returns a zero Event: the error still names the
+	// event it failed on.
+	bad := NewRegistry(nil)
+	must(t, bad.AddUpcaster("f.v1", func(Event) (Event, error) { return Event{}, errors.New("boom") }))
+	if _, err := bad.Upcast(Event{ID: "ev-7", Type: "f.v1"}); err == nil || !strings.Contains(err.Error(), "ev-7") {
+		t.Errorf("failing upcaster: error %v does not name event ev-7", err)
+	}
+
 	cyc := NewRegistry(nil)
 	must(t, cyc.AddUpcaster("A", func(e Event) (Event, error) { e.Type = "B"; return e, nil }))
 	must(t, cyc.AddUpcaster("B", func(e Event) (Event, error) { e.Type = "A"; return e, nil }))

@@ -4,10 +4,10 @@ import (
 	"context"
 	"iter"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/recado-dev/recado"
+	"github.com/recado-dev/recado/eventstore/driver"
 )
 
 // Filter selects events by stream and type. The zero Filter matches every
@@ -95,106 +95,80 @@ type Message struct {
 	Position recado.Position
 }
 
-// SubscribeOptions are the settings of a subscription, resolved from
-// [SubscribeOption]s.
-type SubscribeOptions struct {
-	// Filter selects the events delivered; others are skipped, with
-	// KindProgress messages so checkpoints still move.
-	Filter Filter
-	// BatchSize is how many events each read of the log asks for. Default 256.
-	BatchSize int
-	// PollInterval is how often the log is read again while idle, in case a
-	// commit was not notified (another process wrote, or the store is not a
-	// [Notifier]). Default: 1s for a Notifier, 100ms otherwise.
-	PollInterval time.Duration
+// subscribeOptions are the settings of a subscription.
+type subscribeOptions struct {
+	filter       Filter
+	batchSize    int
+	pollInterval time.Duration
 }
 
 // SubscribeOption sets an option of a subscription.
-type SubscribeOption func(*SubscribeOptions)
+type SubscribeOption func(*subscribeOptions)
 
-// WithFilter delivers only the events that pass f.
-func WithFilter(f Filter) SubscribeOption { return func(o *SubscribeOptions) { o.Filter = f } }
+// WithFilter delivers only the events that pass f; the others are skipped,
+// with KindProgress messages so checkpoints still move.
+func WithFilter(f Filter) SubscribeOption { return func(o *subscribeOptions) { o.filter = f } }
 
-// WithBatchSize sets how many events each read of the log asks for.
-func WithBatchSize(n int) SubscribeOption { return func(o *SubscribeOptions) { o.BatchSize = n } }
+// WithBatchSize sets how many events each read of the log asks for (default
+// 256).
+func WithBatchSize(n int) SubscribeOption { return func(o *subscribeOptions) { o.batchSize = n } }
 
-// WithPollInterval sets how often an idle subscription reads the log again.
+// WithPollInterval sets how often an idle subscription reads the log again in
+// case a commit was not notified (another process wrote to the same SQLite
+// file, say). Default 1s. Commits made through the same store, and on
+// PostgreSQL by any process, wake subscriptions at once.
 func WithPollInterval(d time.Duration) SubscribeOption {
-	return func(o *SubscribeOptions) { o.PollInterval = d }
-}
-
-// NewSubscribeOptions resolves opts and fills in defaults, for backends.
-func NewSubscribeOptions(s Store, opts ...SubscribeOption) SubscribeOptions {
-	var o SubscribeOptions
-	for _, opt := range opts {
-		opt(&o)
-	}
-	if o.BatchSize <= 0 {
-		o.BatchSize = 256
-	}
-	if o.PollInterval <= 0 {
-		o.PollInterval = 100 * time.Millisecond
-		if _, ok := s.(Notifier); ok {
-			o.PollInterval = time.Second
-		}
-	}
-	return o
+	return func(o *subscribeOptions) { o.pollInterval = d }
 }
 
 // Subscribe reads the global log after position after, then waits for new
 // events and delivers them as they commit, until ctx ends or the loop stops
 // iterating. The sequence yields a [Message] with a nil error for each event
-// that passes the filter, a KindProgress message after a stretch with nothing that
-// passes, and a KindCaughtUp message each time it has delivered everything and
-// starts waiting. It ends after yielding an error: the store's, or ctx's.
+// that passes the filter, a KindProgress message after a stretch with nothing
+// that passes, and a KindCaughtUp message each time it has delivered
+// everything and starts waiting. It ends after yielding an error: the store's,
+// or ctx's.
 //
-// Before each KindCaughtUp, the subscription's Position has reached the position
-// in the KindCaughtUp message through the KindEvent or KindProgress message just
-// before it, so a subscriber that stores positions has stored the head when it is
-// told it caught up. A store's own [Subscriber] must keep the same promise.
+// Before each KindCaughtUp, the subscription's Position has reached the
+// position in the KindCaughtUp message through the KindEvent or KindProgress
+// message just before it, so a subscriber that stores positions has stored the
+// head when it is told it caught up.
 //
 // A subscriber that stores the Position of each message it has handled, and
 // subscribes again after it, sees every event exactly once and each stream in
-// order. Events are read with [Store.ReadAll], so this holds for every store that
-// passes eventstoretest; the store's own [Subscriber] is used if it has one.
-func Subscribe(ctx context.Context, s Store, after recado.Position, opts ...SubscribeOption) iter.Seq2[Message, error] {
-	if sub, ok := s.(Subscriber); ok {
-		return sub.Subscribe(ctx, after, opts...)
+// order: events are read as [Store.ReadAll] reads them.
+func (s *Store) Subscribe(ctx context.Context, after recado.Position, opts ...SubscribeOption) iter.Seq2[Message, error] {
+	o := subscribeOptions{batchSize: 256, pollInterval: time.Second}
+	for _, opt := range opts {
+		opt(&o)
 	}
-	return Poll(ctx, s, after, opts...)
-}
-
-// Poll is the subscription [Subscribe] runs for stores without a [Subscriber]:
-// it reads the log in batches and, once caught up, waits for the store's
-// [Notifier] or the poll interval. Backends with a Subscriber of their own may
-// use it as their fallback.
-func Poll(ctx context.Context, s Store, after recado.Position, opts ...SubscribeOption) iter.Seq2[Message, error] {
-	o := NewSubscribeOptions(s, opts...)
-	notifier, _ := s.(Notifier)
 	return func(yield func(Message, error) bool) {
-		timer := time.NewTimer(o.PollInterval)
+		fail := func(err error) { yield(Message{}, &Error{Op: "subscribe", Err: err}) }
+		if o.batchSize <= 0 || o.pollInterval <= 0 {
+			fail(invalid("batch size %d and poll interval %v must be positive", o.batchSize, o.pollInterval))
+			return
+		}
+		timer := time.NewTimer(o.pollInterval)
 		defer timer.Stop()
+		read := driver.Read{Limit: o.batchSize}
 		pos := after      // how far the log has been read
 		reported := after // the last position told to the subscriber
 		caughtUp := false // whether KindCaughtUp was sent for pos
 		for {
-			var committed <-chan struct{}
-			if notifier != nil {
-				committed = notifier.Committed()
-			}
+			committed := s.d.Committed()
 			if err := ctx.Err(); err != nil {
-				yield(Message{}, err)
+				fail(err)
 				return
 			}
 			n := 0
-			for e, err := range s.ReadAll(ctx, pos, Limit(o.BatchSize)) {
+			for e, err := range s.d.ReadAll(ctx, pos, read) {
 				if err != nil {
-					yield(Message{}, err)
+					fail(err)
 					return
 				}
 				n++
 				pos = e.Position
-				if o.Filter.Match(&e) {
+				if o.filter.Match(&e) {
 					if !yield(Message{Kind: KindEvent, Event: e, Position: pos}, nil) {
 						return
 					}
@@ -210,7 +184,7 @@ func Poll(ctx context.Context, s Store, after recado.Position, opts ...Subscribe
 					reported = pos
 				}
 			}
-			if n == o.BatchSize {
+			if n == o.batchSize {
 				continue // more may be waiting
 			}
 			if !caughtUp {
@@ -219,47 +193,14 @@ func Poll(ctx context.Context, s Store, after recado.Position, opts ...Subscribe
 				}
 				caughtUp = true
 			}
-			if !timer.Stop() {
-				select {
-				case <-timer.C:
-				default:
-				}
-			}
-			timer.Reset(o.PollInterval)
+			timer.Reset(o.pollInterval)
 			select {
 			case <-ctx.Done():
-				yield(Message{}, ctx.Err())
+				fail(ctx.Err())
 				return
 			case <-committed:
 			case <-timer.C:
 			}
 		}
 	}
-}
-
-// Signal broadcasts "events were committed" to any number of waiters. Backends
-// embed one to implement [Notifier]. The zero value is ready to use.
-type Signal struct {
-	mu sync.Mutex
-	ch chan struct{}
-}
-
-// Committed returns a channel closed by the next [Signal.Notify].
-func (s *Signal) Committed() <-chan struct{} {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ch == nil {
-		s.ch = make(chan struct{})
-	}
-	return s.ch
-}
-
-// Notify wakes every waiter. It is cheap when nobody waits.
-func (s *Signal) Notify() {
-	s.mu.Lock()
-	if s.ch != nil {
-		close(s.ch)
-		s.ch = nil
-	}
-	s.mu.Unlock()
 }

@@ -1,74 +1,58 @@
 package eventstore
 
 import (
-	"fmt"
 	"strconv"
+
+	"github.com/recado-dev/recado/eventstore/driver"
 )
 
-// ExpectedVersion is the state a stream must be in for an append (or delete) to
-// go ahead. The zero value is [Any].
-type ExpectedVersion int64
+// ExpectedVersion is the state a stream must be in for an append or a delete
+// to go ahead: [Any], [NoStream], [StreamExists] or [Exact]. The zero value is
+// Any. It is not a number, so a version cannot be turned into one by a
+// conversion that silently means something else.
+type ExpectedVersion struct {
+	kind    driver.ExpectKind
+	version uint64
+}
 
-const (
-	// Any appends whatever the stream's state (but not to a tombstoned stream).
-	Any ExpectedVersion = 0
-	// NoStream requires that the stream does not exist: it has no events, or it
-	// was soft-deleted.
-	NoStream ExpectedVersion = -1
+var (
+	// Any goes ahead whatever the stream's state (but never on a tombstoned
+	// stream).
+	Any = ExpectedVersion{}
+	// NoStream requires that the stream does not exist: it never had events,
+	// or it was soft-deleted.
+	NoStream = ExpectedVersion{kind: driver.ExpectNoStream}
 	// StreamExists requires that the stream exists.
-	StreamExists ExpectedVersion = -2
+	StreamExists = ExpectedVersion{kind: driver.ExpectStreamExists}
 )
 
 // Exact requires that the stream's last event has version v. Exact(0) is
-// [NoStream]. Versions beyond the int64 range are not representable.
+// [NoStream]. Versions above [MaxVersion] are invalid: an append or delete
+// given one fails with [ErrInvalid].
 func Exact(v uint64) ExpectedVersion {
 	if v == 0 {
 		return NoStream
 	}
-	return ExpectedVersion(v)
+	return ExpectedVersion{kind: driver.ExpectExact, version: v}
 }
 
 // IsExact reports whether e names a version, and which.
 func (e ExpectedVersion) IsExact() (uint64, bool) {
-	if e > 0 {
-		return uint64(e), true
-	}
-	return 0, false
+	return e.version, e.kind == driver.ExpectExact
 }
 
 func (e ExpectedVersion) String() string {
-	switch {
-	case e == Any:
-		return "any"
-	case e == NoStream:
+	switch e.kind {
+	case driver.ExpectNoStream:
 		return "no stream"
-	case e == StreamExists:
+	case driver.ExpectStreamExists:
 		return "stream exists"
-	case e > 0:
-		return strconv.FormatInt(int64(e), 10)
+	case driver.ExpectExact:
+		return strconv.FormatUint(e.version, 10)
 	}
-	return fmt.Sprintf("invalid(%d)", int64(e))
+	return "any"
 }
 
-// Check returns nil when a stream whose last version is actual, and which exists
-// or not, satisfies e; otherwise a [*ConflictError]. A soft-deleted stream does
-// not exist but keeps its last version, so the next append continues from it.
-func (e ExpectedVersion) Check(stream string, actual uint64, exists bool) error {
-	ok := false
-	switch {
-	case e == Any:
-		ok = true
-	case e == NoStream:
-		ok = !exists
-	case e == StreamExists:
-		ok = exists
-	case e > 0:
-		ok = uint64(e) == actual
-	}
-	if ok {
-		return nil
-	}
-	return &ConflictError{Stream: stream, Expected: e, Actual: actual, Exists: exists}
+func (e ExpectedVersion) driver() driver.Expected {
+	return driver.Expected{Kind: e.kind, Version: e.version}
 }
-
-func (e ExpectedVersion) valid() bool { return e >= StreamExists }
