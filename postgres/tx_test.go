@@ -37,7 +37,7 @@ func TestTxCommitsAppendAndReadModelTogether(t *testing.T) {
 	db := openTest(t, Options{})
 	table := readModel(t, db)
 	ctx := t.Context()
-	committed := db.Events().Committed()
+	committed := db.events.Committed()
 	events := testEvents("OrderPlaced", 2)
 	var res eventstore.AppendResult
 	err := db.Tx(ctx, func(tx *Tx) error {
@@ -139,7 +139,7 @@ func TestTxAfterClose(t *testing.T) {
 	if !errors.Is(err, eventstore.ErrClosed) {
 		t.Errorf("Tx after Close: %v, want ErrClosed", err)
 	}
-	if _, err := db.Events().Horizon(t.Context()); !errors.Is(err, eventstore.ErrClosed) {
+	if _, err := db.Horizon(t.Context()); !errors.Is(err, eventstore.ErrClosed) {
 		t.Errorf("Horizon after Close: %v, want ErrClosed", err)
 	}
 }
@@ -193,7 +193,6 @@ func TestOptions(t *testing.T) {
 		{Options{Schema: "x", MaxBatch: 10, Writers: 2}, true},
 		{Options{MaxBatch: -1}, false},
 		{Options{Writers: -1}, false},
-		{Options{PollInterval: -1}, false},
 		{Options{Schema: string(make([]byte, 64))}, false},
 	}
 	for _, tc := range tests {

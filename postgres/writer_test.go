@@ -82,12 +82,12 @@ func TestRetryInLostGroupStaysDuplicate(t *testing.T) {
 	for round := range 50 {
 		var blocked, lost atomic.Bool
 		release := make(chan struct{})
-		s.hooks.beforeWrite = func(*pgx.Conn) {
+		db.events.hooks.beforeWrite = func(*pgx.Conn) {
 			if blocked.CompareAndSwap(false, true) {
 				<-release // hold the writer so that the next two appends queue up
 			}
 		}
-		s.hooks.afterCommit = func(appends int) error {
+		db.events.hooks.afterCommit = func(appends int) error {
 			if appends == 2 && lost.CompareAndSwap(false, true) {
 				return errLost
 			}
@@ -109,7 +109,7 @@ func TestRetryInLostGroupStaysDuplicate(t *testing.T) {
 		time.Sleep(time.Millisecond) // let both reach the queue (a round where they do not is run again)
 		close(release)
 		wg.Wait()
-		s.hooks = testHooks{}
+		db.events.hooks = testHooks{}
 		if retryErr != nil || freshErr != nil {
 			t.Fatalf("round %d: retry: %v; fresh append: %v", round, retryErr, freshErr)
 		}
