@@ -63,7 +63,9 @@ func TestSubscriptionSurvivesDroppedConnections(t *testing.T) {
 	defer wg.Wait()
 	defer cancel()
 	live := newDelivery()
-	wg.Go(func() { follow(ctx, reader.Events(), recado.Position{}, live, eventstore.WithPollInterval(time.Minute)) })
+	wg.Go(func() {
+		follow(ctx, reader.Events(), recado.Position{}, live, eventstore.WithPollInterval(time.Minute))
+	})
 
 	want := map[string]bool{}
 	appendSome := func(n int) {
