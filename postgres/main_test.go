@@ -114,9 +114,10 @@ func newBackend(tb testing.TB, cfg func(*pgxpool.Config)) eventstoretest.Backend
 	}
 	db := openOn(tb, pool, Options{Schema: newSchema(tb)})
 	return eventstoretest.Backend{
-		Store: db.Events(),
-		Close: db.Close,
-		Tx:    eventstoretest.UnitOfWork(db),
+		Store:    db.Events(),
+		Close:    db.Close,
+		Tx:       eventstoretest.UnitOfWork(db),
+		Features: eventstoretest.Features{Delete: true, UnitOfWork: true, Close: true, LeakCheck: true},
 	}
 }
 
