@@ -12,7 +12,7 @@ import (
 
 func ExampleStore_Append() {
 	ctx := context.Background()
-	var store eventstore.Store = memory.New()
+	store := memory.New().Events()
 
 	placed := recado.NewEvent("OrderPlaced", []byte(`{"order_id":"42"}`))
 	res, err := store.Append(ctx, "order-42", []recado.Event{placed}, eventstore.Expect(eventstore.NoStream))
@@ -35,7 +35,7 @@ func ExampleStore_Append() {
 
 func ExampleStore_ReadStream() {
 	ctx := context.Background()
-	store := memory.New()
+	store := memory.New().Events()
 	for _, typ := range []string{"Placed", "Paid", "Shipped"} {
 		if _, err := store.Append(ctx, "order-7", []recado.Event{recado.NewEvent(typ, nil)}); err != nil {
 			fmt.Println(err)
@@ -57,10 +57,10 @@ func ExampleStore_ReadStream() {
 	// true
 }
 
-func ExampleSubscribe() {
+func ExampleStore_Subscribe() {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	store := memory.New()
+	store := memory.New().Events()
 	for _, stream := range []string{"order-1", "cart-1", "order-2"} {
 		if _, err := store.Append(ctx, stream, []recado.Event{recado.NewEvent("Created", nil)}); err != nil {
 			fmt.Println(err)
@@ -70,7 +70,7 @@ func ExampleSubscribe() {
 	// Catch up on the order streams, then receive new events live.
 	orders := eventstore.Filter{StreamPrefixes: []string{"order-"}}
 	var checkpoint recado.Position
-	for m, err := range eventstore.Subscribe(ctx, store, checkpoint, eventstore.WithFilter(orders)) {
+	for m, err := range store.Subscribe(ctx, checkpoint, eventstore.WithFilter(orders)) {
 		if err != nil {
 			fmt.Println(err)
 			break
@@ -94,4 +94,43 @@ func ExampleSubscribe() {
 	// caught up at 3
 	// event order-3 at 4
 	// caught up at 4
+}
+
+func ExampleStore_State() {
+	ctx := context.Background()
+	store := memory.New().Events()
+	_, err := store.Append(ctx, "cart-9", []recado.Event{recado.NewEvent("ItemAdded", nil), recado.NewEvent("ItemAdded", nil)})
+	fmt.Println(err)
+	st, err := store.State(ctx, "cart-9")
+	fmt.Printf("%+v %v\n", st, err)
+
+	// A soft-deleted stream keeps its version: the next append continues from it.
+	err = store.Delete(ctx, "cart-9", eventstore.ExpectVersion(2))
+	fmt.Println(err)
+	st, _ = store.State(ctx, "cart-9")
+	fmt.Printf("%+v\n", st)
+
+	st, _ = store.State(ctx, "cart-10") // never written: the zero state
+	fmt.Printf("%+v\n", st)
+	// Output:
+	// <nil>
+	// {Version:2 Exists:true Deleted:false Tombstoned:false} <nil>
+	// <nil>
+	// {Version:2 Exists:false Deleted:true Tombstoned:false}
+	// {Version:0 Exists:false Deleted:false Tombstoned:false}
+}
+
+func ExampleExact() {
+	ctx := context.Background()
+	store := memory.New().Events()
+	res, _ := store.Append(ctx, "order-1", []recado.Event{recado.NewEvent("Placed", nil)}, eventstore.Expect(eventstore.NoStream))
+
+	// Writers that read version 1 race; one wins, the other learns the version it missed.
+	_, err := store.Append(ctx, "order-1", []recado.Event{recado.NewEvent("Paid", nil)}, eventstore.Expect(eventstore.Exact(res.LastVersion)))
+	fmt.Println(err)
+	_, err = store.Append(ctx, "order-1", []recado.Event{recado.NewEvent("Cancelled", nil)}, eventstore.Expect(eventstore.Exact(res.LastVersion)))
+	fmt.Println(err)
+	// Output:
+	// <nil>
+	// eventstore: append "order-1": expected version 1, actual version 2 (stream exists)
 }

@@ -5,80 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"iter"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/recado-dev/recado"
 )
 
-// logStore is the least store that Poll needs: an append-only log. It is not a
-// conforming Store (no versions, no idempotency); the backends' conformance
-// suite covers those.
-type logStore struct {
-	mu     sync.Mutex
-	events []recado.Event
-	failAt int // ReadAll fails once the log has this many events (0: never)
-	reads  int
-}
-
-func (s *logStore) Append(_ context.Context, stream string, events []recado.Event, _ ...AppendOption) (AppendResult, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, e := range events {
-		e.Stream = stream
-		e.Position = recado.NewPosition(uint64(len(s.events)+1), 0)
-		s.events = append(s.events, e)
-	}
-	return AppendResult{}, nil
-}
-
-func (s *logStore) ReadStream(context.Context, string, ...ReadOption) iter.Seq2[recado.Event, error] {
-	return func(yield func(recado.Event, error) bool) { yield(recado.Event{}, errors.New("not used")) }
-}
-
-func (s *logStore) ReadAll(ctx context.Context, after recado.Position, opts ...ReadOption) iter.Seq2[recado.Event, error] {
-	o := NewReadOptions(opts...)
-	return func(yield func(recado.Event, error) bool) {
-		if err := ctx.Err(); err != nil {
-			yield(recado.Event{}, err)
-			return
-		}
-		s.mu.Lock()
-		s.reads++
-		if s.failAt > 0 && len(s.events) >= s.failAt {
-			s.mu.Unlock()
-			yield(recado.Event{}, errors.New("disk on fire"))
-			return
-		}
-		major, _ := after.Parts()
-		end := len(s.events)
-		if o.Limit > 0 && int(major)+o.Limit < end {
-			end = int(major) + o.Limit
-		}
-		batch := append([]recado.Event(nil), s.events[min(int(major), end):end]...)
-		s.mu.Unlock()
-		for _, e := range batch {
-			if !yield(e, nil) {
-				return
-			}
-		}
-	}
-}
-
-// notifyingStore adds Notifier.
-type notifyingStore struct {
-	logStore
-	Signal
-}
-
-func (s *notifyingStore) Append(ctx context.Context, stream string, events []recado.Event, opts ...AppendOption) (AppendResult, error) {
-	r, err := s.logStore.Append(ctx, stream, events, opts...)
-	s.Notify()
-	return r, err
-}
-
-func appendN(t *testing.T, s Store, stream, typ string, n int) {
+func appendN(t *testing.T, s *Store, stream, typ string, n int) {
 	t.Helper()
 	for i := range n {
 		if _, err := s.Append(context.Background(), stream, []recado.Event{{ID: fmt.Sprintf("%s-%d-%s", stream, i, recado.NewID()), Type: typ}}); err != nil {
@@ -118,12 +51,12 @@ func kinds(ms []Message) string {
 	return s
 }
 
-func TestPollCatchUpThenLive(t *testing.T) {
-	s := &notifyingStore{}
+func TestSubscribeCatchUpThenLive(t *testing.T) {
+	s := New(newFake())
 	appendN(t, s, "a", "T", 5)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	next, stop := iter.Pull2(Subscribe(ctx, s, recado.Position{}, WithBatchSize(2), WithPollInterval(time.Hour)))
+	next, stop := iter.Pull2(s.Subscribe(ctx, recado.Position{}, WithBatchSize(2), WithPollInterval(time.Hour)))
 	defer stop()
 	var got []Message
 	pull := func() Message {
@@ -136,7 +69,7 @@ func TestPollCatchUpThenLive(t *testing.T) {
 	}
 	for pull().Kind != KindCaughtUp {
 	}
-	// With an hour-long poll interval, only the notification can deliver this.
+	// With an hour-long poll interval, only Committed can deliver this.
 	appendN(t, s, "a", "T", 1)
 	for pull().Kind != KindCaughtUp {
 	}
@@ -149,7 +82,8 @@ func TestPollCatchUpThenLive(t *testing.T) {
 		}
 	}
 	cancel()
-	if _, err, ok := next(); !ok || !errors.Is(err, context.Canceled) {
+	var e *Error
+	if _, err, ok := next(); !ok || !errors.Is(err, context.Canceled) || !errors.As(err, &e) || e.Op != "subscribe" {
 		t.Errorf("after cancel: err = %v, ok = %v; want context.Canceled", err, ok)
 	}
 	if _, _, ok := next(); ok {
@@ -157,8 +91,8 @@ func TestPollCatchUpThenLive(t *testing.T) {
 	}
 }
 
-func TestPollFilterReportsProgress(t *testing.T) {
-	s := &notifyingStore{}
+func TestSubscribeFilterReportsProgress(t *testing.T) {
+	s := New(newFake())
 	appendN(t, s, "order-1", "Placed", 3)
 	appendN(t, s, "cart-1", "Added", 4)
 	appendN(t, s, "order-2", "Paid", 2)
@@ -178,7 +112,7 @@ func TestPollFilterReportsProgress(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := collect(t, Subscribe(context.Background(), s, recado.Position{}, WithFilter(tt.filter), WithBatchSize(4)),
+			got := collect(t, s.Subscribe(context.Background(), recado.Position{}, WithFilter(tt.filter), WithBatchSize(4)),
 				func(m Message) bool { return m.Kind == KindCaughtUp })
 			if k := kinds(got); k != tt.want {
 				t.Errorf("kinds = %s, want %s", k, tt.want)
@@ -206,71 +140,58 @@ func TestPollFilterReportsProgress(t *testing.T) {
 	}
 }
 
-func TestPollResumesAfterPosition(t *testing.T) {
-	s := &logStore{}
+func TestSubscribeResumesAfterPosition(t *testing.T) {
+	s := New(newFake())
 	appendN(t, s, "a", "T", 10)
-	got := collect(t, Subscribe(context.Background(), s, recado.NewPosition(7, 0)), func(m Message) bool { return m.Kind == KindCaughtUp })
+	got := collect(t, s.Subscribe(context.Background(), recado.NewPosition(7, 0)), func(m Message) bool { return m.Kind == KindCaughtUp })
 	if k := kinds(got); k != "EEEC" || got[0].Position != recado.NewPosition(8, 0) {
 		t.Errorf("resume after 7: kinds %s, first %v", k, got[0].Position)
 	}
 }
 
-func TestPollWithoutNotifierPolls(t *testing.T) {
-	s := &logStore{}
+// TestSubscribePollsWithoutNotification: a commit the driver does not signal
+// (another process wrote, say) is found by polling.
+func TestSubscribePollsWithoutNotification(t *testing.T) {
+	d := newFake()
+	d.silent = true
+	s := New(d)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	done := make(chan []Message)
-	go func() {
-		var got []Message
-		for m, err := range Subscribe(ctx, s, recado.Position{}, WithPollInterval(time.Millisecond)) {
-			if err != nil {
-				break
-			}
-			got = append(got, m)
-			if m.Kind == KindEvent {
-				break
-			}
-		}
-		done <- got
-	}()
+	next, stop := iter.Pull2(s.Subscribe(ctx, recado.Position{}, WithPollInterval(time.Millisecond)))
+	defer stop()
+	if m, err, _ := next(); err != nil || m.Kind != KindCaughtUp {
+		t.Fatalf("first message %v, %v; want caught up", m.Kind, err)
+	}
 	appendN(t, s, "a", "T", 1)
-	got := <-done
-	if len(got) == 0 || got[len(got)-1].Kind != KindEvent {
-		t.Fatalf("polling subscription got %s, want an event", kinds(got))
+	if m, err, _ := next(); err != nil || m.Kind != KindEvent {
+		t.Fatalf("after an unsignalled commit: %v, %v; want the event", m.Kind, err)
 	}
 }
 
-func TestPollStoreError(t *testing.T) {
-	s := &logStore{failAt: 1}
+// TestSubscribeStoreError: the driver's error ends the subscription, wrapped.
+func TestSubscribeStoreError(t *testing.T) {
+	d := newFake()
+	s := New(d)
 	appendN(t, s, "a", "T", 1)
+	d.readErr = errDisk
 	var errs []error
-	for _, err := range Subscribe(context.Background(), s, recado.Position{}) {
+	for _, err := range s.Subscribe(context.Background(), recado.Position{}) {
 		errs = append(errs, err)
 	}
-	if len(errs) != 1 || errs[0] == nil || errs[0].Error() != "disk on fire" {
-		t.Errorf("errors = %v, want the store's one error", errs)
+	if len(errs) != 1 || !errors.Is(errs[0], errDisk) || errs[0].Error() != "eventstore: subscribe: disk on fire" {
+		t.Errorf("errors = %v, want the driver's one error, wrapped", errs)
 	}
 }
 
-func TestSignal(t *testing.T) {
-	var s Signal
-	s.Notify() // nobody waits: no effect
-	a, b := s.Committed(), s.Committed()
-	if a != b {
-		t.Error("two waiters before a Notify got different channels")
-	}
-	select {
-	case <-a:
-		t.Fatal("closed before Notify")
-	default:
-	}
-	s.Notify()
-	<-a
-	c := s.Committed()
-	select {
-	case <-c:
-		t.Fatal("a channel taken after Notify is already closed")
-	default:
+// TestSubscribeInvalid: a batch size or poll interval that is not positive.
+func TestSubscribeInvalid(t *testing.T) {
+	s := New(newFake())
+	for _, opt := range []SubscribeOption{WithBatchSize(0), WithPollInterval(-time.Second)} {
+		for _, err := range s.Subscribe(context.Background(), recado.Position{}, opt) {
+			if !errors.Is(err, ErrInvalid) {
+				t.Errorf("Subscribe = %v, want ErrInvalid", err)
+			}
+		}
 	}
 }
 

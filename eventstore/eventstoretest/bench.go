@@ -55,37 +55,40 @@ func benchEvents(first, n int) []recado.Event {
 	return events
 }
 
-// Bench runs the shared benchmarks against the stores newStore makes, as
-// sub-benchmarks of b: AppendConcurrent, AppendBatch100, ReadAll (ReadAll10k
-// with -short) and ReadStream1000. Each reports events/s and allocs/event.
-// The read benchmarks build their data once per Bench call, before the timer,
-// in stores that live until b ends.
-func Bench(b *testing.B, newStore Factory) {
+// Bench runs the shared benchmarks against the backends newBackend makes, as
+// sub-benchmarks of b: AppendConcurrent, AppendBatch100, ReadAll and
+// Subscribe (ReadAll10k and Subscribe10k with -short) and ReadStream1000. Each
+// reports events/s and allocs/event. ReadAll and Subscribe read the same log,
+// built once per Bench call before the timer, as ReadStream1000's stream is,
+// in backends that live until b ends.
+func Bench(b *testing.B, newBackend func(tb testing.TB) Backend) {
 	var (
 		readOnce   sync.Once
-		readStore  eventstore.Store
+		readStore  *eventstore.Store
 		readErr    error
 		logSize    = benchLog
 		streamOnce sync.Once
-		streamSt   eventstore.Store
+		streamSt   *eventstore.Store
 		streamErr  error
 	)
-	readAllName := "ReadAll"
+	suffix := ""
 	if testing.Short() {
-		logSize, readAllName = benchLogShort, "ReadAll10k"
+		logSize, suffix = benchLogShort, "10k"
 	}
-	b.Run("AppendConcurrent", func(b *testing.B) { benchAppendConcurrent(b, newStore(b)) })
-	b.Run("AppendBatch100", func(b *testing.B) { benchAppendBatch(b, newStore(b)) })
+	b.Run("AppendConcurrent", func(b *testing.B) { benchAppendConcurrent(b, newBackend(b).Store) })
+	b.Run("AppendBatch100", func(b *testing.B) { benchAppendBatch(b, newBackend(b).Store) })
 	parent := b
-	b.Run(readAllName, func(b *testing.B) {
-		readOnce.Do(func() { readStore, readErr = buildLog(parent, newStore, logSize) })
+	logStore := func(b *testing.B) *eventstore.Store {
+		readOnce.Do(func() { readStore, readErr = buildLog(parent, newBackend, logSize) })
 		if readErr != nil {
 			b.Fatal(readErr)
 		}
-		benchReadAll(b, readStore, logSize)
-	})
+		return readStore
+	}
+	b.Run("ReadAll"+suffix, func(b *testing.B) { benchReadAll(b, logStore(b), logSize) })
+	b.Run("Subscribe"+suffix, func(b *testing.B) { benchSubscribe(b, logStore(b), logSize) })
 	b.Run("ReadStream1000", func(b *testing.B) {
-		streamOnce.Do(func() { streamSt, streamErr = buildStream(parent, newStore) })
+		streamOnce.Do(func() { streamSt, streamErr = buildStream(parent, newBackend) })
 		if streamErr != nil {
 			b.Fatal(streamErr)
 		}
@@ -117,7 +120,7 @@ func (m *meter) report(b *testing.B, events int) {
 
 // benchAppendConcurrent: 64 goroutines, each appending one event at a time to
 // its own stream with the exact expected version; b.N events in all.
-func benchAppendConcurrent(b *testing.B, s eventstore.Store) {
+func benchAppendConcurrent(b *testing.B, s *eventstore.Store) {
 	events := benchEvents(0, b.N) // made before the timer: IDs cost time too
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -146,7 +149,7 @@ func benchAppendConcurrent(b *testing.B, s eventstore.Store) {
 
 // benchAppendBatch: one goroutine appending 100 events at a time to fresh
 // streams, expecting no stream; b.N appends.
-func benchAppendBatch(b *testing.B, s eventstore.Store) {
+func benchAppendBatch(b *testing.B, s *eventstore.Store) {
 	batches := make([][]recado.Event, b.N)
 	for i := range batches {
 		batches[i] = benchEvents(i*benchBatch, benchBatch)
@@ -163,8 +166,8 @@ func benchAppendBatch(b *testing.B, s eventstore.Store) {
 // buildLog returns a store holding a log of n benchmark events, which lives
 // until tb (the parent benchmark) ends. Errors are returned, not reported on
 // tb, because a sub-benchmark's goroutine calls it.
-func buildLog(tb testing.TB, newStore Factory, n int) (eventstore.Store, error) {
-	s := newStore(tb)
+func buildLog(tb testing.TB, nb factory, n int) (*eventstore.Store, error) {
+	s := nb(tb).Store
 	for i := 0; i < n; i += benchBuildBatch {
 		stream := fmt.Sprintf("log-%d", i/benchBuildBatch%100)
 		if _, err := s.Append(tb.Context(), stream, benchEvents(i, min(benchBuildBatch, n-i))); err != nil {
@@ -175,7 +178,7 @@ func buildLog(tb testing.TB, newStore Factory, n int) (eventstore.Store, error) 
 }
 
 // benchReadAll: read the whole log, b.N times.
-func benchReadAll(b *testing.B, s eventstore.Store, n int) {
+func benchReadAll(b *testing.B, s *eventstore.Store, n int) {
 	m := startMeter(b)
 	for range b.N {
 		got := 0
@@ -192,10 +195,34 @@ func benchReadAll(b *testing.B, s eventstore.Store, n int) {
 	m.report(b, b.N*n)
 }
 
+// benchSubscribe: subscribe from the start of the log and take every event
+// until the subscription says it caught up, b.N times.
+func benchSubscribe(b *testing.B, s *eventstore.Store, n int) {
+	m := startMeter(b)
+	for range b.N {
+		got := 0
+		for msg, err := range s.Subscribe(b.Context(), recado.Position{}) {
+			if err != nil {
+				b.Fatalf("Subscribe: %v", err)
+			}
+			if msg.Kind == eventstore.KindEvent {
+				got++
+			}
+			if msg.Kind == eventstore.KindCaughtUp {
+				break
+			}
+		}
+		if got != n {
+			b.Fatalf("Subscribe delivered %d events before it caught up, want %d", got, n)
+		}
+	}
+	m.report(b, b.N*n)
+}
+
 // buildStream returns a store holding one stream of 1,000 benchmark events,
 // which lives until tb (the parent benchmark) ends.
-func buildStream(tb testing.TB, newStore Factory) (eventstore.Store, error) {
-	s := newStore(tb)
+func buildStream(tb testing.TB, nb factory) (*eventstore.Store, error) {
+	s := nb(tb).Store
 	for i := 0; i < benchStreamLen; i += benchBuildBatch {
 		if _, err := s.Append(tb.Context(), "stream-1000", benchEvents(i, min(benchBuildBatch, benchStreamLen-i))); err != nil {
 			return nil, fmt.Errorf("building the stream: append at event %d: %w", i, err)
@@ -205,7 +232,7 @@ func buildStream(tb testing.TB, newStore Factory) (eventstore.Store, error) {
 }
 
 // benchReadStream: read the 1,000-event stream in full, b.N times.
-func benchReadStream(b *testing.B, s eventstore.Store) {
+func benchReadStream(b *testing.B, s *eventstore.Store) {
 	m := startMeter(b)
 	for range b.N {
 		got := 0

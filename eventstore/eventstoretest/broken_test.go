@@ -1,9 +1,7 @@
 package eventstoretest_test
 
 import (
-	"context"
 	"errors"
-	"iter"
 	"os"
 	"os/exec"
 	"strings"
@@ -11,140 +9,116 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/recado-dev/recado"
-	"github.com/recado-dev/recado/eventstore"
 	"github.com/recado-dev/recado/eventstore/eventstoretest"
-	"github.com/recado-dev/recado/memory"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// brokenEnv selects the broken store TestBrokenHelper runs the suite against.
+// brokenEnv selects the broken driver TestBrokenHelper runs the suite against.
 const brokenEnv = "RECADO_EVENTSTORETEST_BROKEN"
 
-// Broken stores: the memory store with one deliberate bug each, as backends
-// get them wrong.
-
-// ignoresVersion appends whatever the expected version.
-type ignoresVersion struct{ *memory.Store }
-
-func (s ignoresVersion) Append(ctx context.Context, stream string, events []recado.Event, opts ...eventstore.AppendOption) (eventstore.AppendResult, error) {
-	return s.Store.Append(ctx, stream, events, append(opts, eventstore.Expect(eventstore.Any))...)
+// brokenDrivers are the reference driver with one deliberate bug each, as
+// backends get them wrong, and what the suite must say about each: the
+// groups and tests to run (to keep the subprocess short) and what the failing
+// run's output must contain.
+var brokenDrivers = []struct {
+	bug    string
+	groups string // -run pattern for the group level
+	tests  string // -run pattern for the test level
+	want   []string
+}{
+	{"ignores-version", "ExpectedVersion|Concurrency|Delete", "Table|ExactVersionOneWinner|SoftDelete", []string{
+		"--- FAIL: TestBrokenHelper/ExpectedVersion/Table/NoStreamOnExisting",
+		"--- FAIL: TestBrokenHelper/ExpectedVersion/Table/ExactTooLow",
+		"--- FAIL: TestBrokenHelper/Concurrency/ExactVersionOneWinner",
+		"want exactly 1",
+		"--- FAIL: TestBrokenHelper/Delete/SoftDelete",
+	}},
+	{"version-first", "Idempotency", "RetryBeforeVersionCheck|DuplicateIDBeforeVersion", []string{
+		"--- FAIL: TestBrokenHelper/Idempotency/RetryBeforeVersionCheck",
+		"idempotency is checked before the version",
+		"--- FAIL: TestBrokenHelper/Idempotency/DuplicateIDBeforeVersion/NewThenStored",
+		"want a DuplicateIDError, not a conflict",
+	}},
+	{"skips-after-checkpoint", "ReadAll|Concurrency", "Options|NoSkippedEvents.*", []string{
+		"--- FAIL: TestBrokenHelper/ReadAll/Options/After4",
+		"--- FAIL: TestBrokenHelper/Concurrency/NoSkippedEventsSubscribe",
+		"--- FAIL: TestBrokenHelper/Concurrency/NoSkippedEventsReadAll",
+		"(a skipped, repeated or reordered event)",
+	}},
+	{"redelivers-checkpoint", "ReadAll|Concurrency|Subscribe", "Options|NoSkippedEvents.*|CatchUpThenLive", []string{
+		"--- FAIL: TestBrokenHelper/ReadAll/Options/After4",
+		"--- FAIL: TestBrokenHelper/Concurrency/NoSkippedEventsSubscribe",
+		"--- FAIL: TestBrokenHelper/Concurrency/NoSkippedEventsReadAll",
+		"--- FAIL: TestBrokenHelper/Subscribe/CatchUpThenLive",
+		"delivered 2 times",
+	}},
+	{"drops-empty-metadata", "Append|Ownership", "MetadataEmptyValues|CallerReusesEvents", []string{
+		"--- FAIL: TestBrokenHelper/Append/MetadataEmptyValues",
+		"--- FAIL: TestBrokenHelper/Ownership/CallerReusesEvents",
+		"Metadata {",
+	}},
+	{"local-time", "Append|Limits", "RoundTrip|Times", []string{
+		"--- FAIL: TestBrokenHelper/Append/RoundTrip",
+		"--- FAIL: TestBrokenHelper/Limits/Times",
+		"is in CET, want UTC",
+	}},
+	{"nanoseconds", "Limits", "Times", []string{
+		"--- FAIL: TestBrokenHelper/Limits/Times",
+		"is not truncated to the microsecond",
+	}},
+	{"recycles-request", "Ownership", "CallerReusesEvents", []string{
+		"--- FAIL: TestBrokenHelper/Ownership/CallerReusesEvents",
+		"differs from what its caller passed: Data",
+	}},
+	{"reads-alias-storage", "Ownership", "ReadsAreTheCallers", []string{
+		"--- FAIL: TestBrokenHelper/Ownership/ReadsAreTheCallers",
+		"after readers changed the events they read",
+	}},
+	{"delete-version-first", "Delete", "MissingBeforeVersion", []string{
+		"--- FAIL: TestBrokenHelper/Delete/MissingBeforeVersion",
+		"not-found comes before the expected version",
+	}},
+	{"state-after-soft-delete", "State", "Lifecycle", []string{
+		"--- FAIL: TestBrokenHelper/State/Lifecycle",
+		"soft-deleted: State(\"s\") = {Version:3 Exists:true Deleted:false Tombstoned:false}",
+	}},
+	{"no-rollback", "UnitOfWork|Concurrency", "Rollback.*|NoSkippedEventsUnitOfWork", []string{
+		"--- FAIL: TestBrokenHelper/UnitOfWork/RollbackOnError",
+		"--- FAIL: TestBrokenHelper/UnitOfWork/RollbackOnPanic",
+		"--- FAIL: TestBrokenHelper/Concurrency/NoSkippedEventsUnitOfWork",
+		"events of the unit that rolled back",
+	}},
 }
 
-// versionFirst checks the expected version before recognising a retry.
-type versionFirst struct{ *memory.Store }
-
-func (s versionFirst) Append(ctx context.Context, stream string, events []recado.Event, opts ...eventstore.AppendOption) (eventstore.AppendResult, error) {
-	o := eventstore.NewAppendOptions(opts...)
-	var last uint64
-	exists := false
-	for e, err := range s.ReadStream(ctx, stream, eventstore.Backwards(), eventstore.Limit(1)) {
-		if err == nil {
-			last, exists = e.Version, true
-		}
-	}
-	if stream != "" && len(events) > 0 {
-		if err := o.Expected.Check(stream, last, exists); err != nil {
-			return eventstore.AppendResult{}, err
-		}
-	}
-	return s.Store.Append(ctx, stream, events, opts...)
-}
-
-// skipsAfterCheckpoint loses the first event after a non-zero position: the
-// classic off-by-one of a reader resuming from a checkpoint.
-type skipsAfterCheckpoint struct{ *memory.Store }
-
-func (s skipsAfterCheckpoint) ReadAll(ctx context.Context, after recado.Position, opts ...eventstore.ReadOption) iter.Seq2[recado.Event, error] {
-	if major, _ := after.Parts(); major > 0 && !eventstore.NewReadOptions(opts...).Backwards {
-		after = recado.NewPosition(major+1, 0)
-	}
-	return s.Store.ReadAll(ctx, after, opts...)
-}
-
-// redeliversCheckpoint reads from the checkpoint inclusive, so a resuming
-// reader sees its last event twice.
-type redeliversCheckpoint struct{ *memory.Store }
-
-func (s redeliversCheckpoint) ReadAll(ctx context.Context, after recado.Position, opts ...eventstore.ReadOption) iter.Seq2[recado.Event, error] {
-	if major, _ := after.Parts(); major > 0 && !eventstore.NewReadOptions(opts...).Backwards {
-		after = recado.NewPosition(major-1, 0)
-	}
-	return s.Store.ReadAll(ctx, after, opts...)
-}
-
-var brokenStores = map[string]func(*memory.Store) eventstore.Store{
-	"ignores-version":        func(s *memory.Store) eventstore.Store { return ignoresVersion{s} },
-	"version-first":          func(s *memory.Store) eventstore.Store { return versionFirst{s} },
-	"skips-after-checkpoint": func(s *memory.Store) eventstore.Store { return skipsAfterCheckpoint{s} },
-	"redelivers-checkpoint":  func(s *memory.Store) eventstore.Store { return redeliversCheckpoint{s} },
-}
-
-// TestBrokenHelper runs the suite against the broken store named by
-// $RECADO_EVENTSTORETEST_BROKEN, in the subprocess TestSuiteCatchesBrokenStores
+// TestBrokenHelper runs the suite against the broken driver named by
+// $RECADO_EVENTSTORETEST_BROKEN, in the subprocess TestSuiteCatchesBrokenDrivers
 // starts.
 func TestBrokenHelper(t *testing.T) {
-	kind := os.Getenv(brokenEnv)
-	if kind == "" {
-		t.Skipf("runs only in the subprocess of TestSuiteCatchesBrokenStores, with %s set", brokenEnv)
+	bug := os.Getenv(brokenEnv)
+	if bug == "" {
+		t.Skipf("runs only in the subprocess of TestSuiteCatchesBrokenDrivers, with %s set", brokenEnv)
 	}
-	wrap, ok := brokenStores[kind]
-	if !ok {
-		t.Fatalf("%s=%q: no such broken store", brokenEnv, kind)
-	}
-	eventstoretest.Run(t, func(tb testing.TB) eventstore.Store {
-		s := memory.New()
-		tb.Cleanup(func() { _ = s.Close() })
-		return wrap(s)
-	})
+	eventstoretest.Run(t, func(tb testing.TB) eventstoretest.Backend { return newRefBackend(tb, bug) })
 }
 
-// TestSuiteCatchesBrokenStores proves the suite fails, naming the broken
-// check, against stores with typical bugs.
-func TestSuiteCatchesBrokenStores(t *testing.T) {
-	cases := []struct {
-		kind string
-		want []string // in the failing run's output
-	}{
-		{"ignores-version", []string{
-			"--- FAIL: TestBrokenHelper/ExpectedVersion/Table/NoStreamOnExisting",
-			"--- FAIL: TestBrokenHelper/ExpectedVersion/Table/ExactTooLow",
-			"--- FAIL: TestBrokenHelper/Concurrency/ExactVersionOneWinner",
-			"want exactly 1",
-			"--- FAIL: TestBrokenHelper/Delete/SoftDelete",
-		}},
-		{"version-first", []string{
-			"--- FAIL: TestBrokenHelper/Idempotency/RetryBeforeVersionCheck",
-			"idempotency is checked before the version",
-		}},
-		{"skips-after-checkpoint", []string{
-			"--- FAIL: TestBrokenHelper/ReadAll/Options/After4",
-			"--- FAIL: TestBrokenHelper/Concurrency/NoSkippedEventsSubscribe",
-			"--- FAIL: TestBrokenHelper/Concurrency/NoSkippedEventsReadAll",
-			"(a skipped, repeated or reordered event)",
-		}},
-		{"redelivers-checkpoint", []string{
-			"--- FAIL: TestBrokenHelper/ReadAll/Options/After4",
-			"--- FAIL: TestBrokenHelper/Concurrency/NoSkippedEventsSubscribe",
-			"--- FAIL: TestBrokenHelper/Concurrency/NoSkippedEventsReadAll",
-			"--- FAIL: TestBrokenHelper/Subscribe/CatchUpThenLive",
-			"delivered 2 times",
-		}},
-	}
-	for _, tc := range cases {
-		t.Run(tc.kind, func(t *testing.T) {
+// TestSuiteCatchesBrokenDrivers proves the suite fails, naming the broken
+// check, against drivers with typical bugs.
+func TestSuiteCatchesBrokenDrivers(t *testing.T) {
+	for _, tc := range brokenDrivers {
+		t.Run(tc.bug, func(t *testing.T) {
 			t.Parallel()
-			cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run=^TestBrokenHelper$", "-test.short", "-test.count=1")
-			cmd.Env = append(os.Environ(), brokenEnv+"="+tc.kind)
+			run := "^TestBrokenHelper$/^(" + tc.groups + ")$/^(" + tc.tests + ")$"
+			cmd := exec.CommandContext(t.Context(), os.Args[0], "-test.run="+run, "-test.short", "-test.count=1")
+			cmd.Env = append(os.Environ(), brokenEnv+"="+tc.bug)
 			out, err := cmd.CombinedOutput()
 			var exit *exec.ExitError
 			if !errors.As(err, &exit) || exit.ExitCode() == 0 {
-				t.Fatalf("the suite against the %s store: %v, want a failing exit; output:\n%s", tc.kind, err, out)
+				t.Fatalf("the suite against the %s driver: %v, want a failing exit; output:\n%s", tc.bug, err, out)
 			}
 			for _, want := range tc.want {
 				if !strings.Contains(string(out), want) {
-					t.Errorf("the suite's output against the %s store does not contain %q", tc.kind, want)
+					t.Errorf("the suite's output against the %s driver does not contain %q", tc.bug, want)
 				}
 			}
 			if t.Failed() {

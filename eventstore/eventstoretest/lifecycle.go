@@ -4,9 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
+	"math"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -22,8 +23,8 @@ var cancelTests = []test{
 
 // testAlreadyCancelled: with a context already done, Append fails and stores
 // nothing, and reads yield the context's error.
-func testAlreadyCancelled(t *testing.T, newStore Factory) {
-	s := newStore(t)
+func testAlreadyCancelled(t *testing.T, nb factory) {
+	s := store(t, nb)
 	mustAppend(t, s, "s", newEvents("Happened", 2))
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
@@ -43,16 +44,17 @@ func testAlreadyCancelled(t *testing.T, newStore Factory) {
 	if got, err := readAll(ctx, s, recado.Position{}); !errors.Is(err, context.Canceled) || len(got) != 0 {
 		t.Errorf("ReadAll with a cancelled context = %d events, error %v; want no events and context.Canceled", len(got), err)
 	}
-	if d, ok := s.(eventstore.Deleter); ok {
-		if err := d.Delete(ctx, "s"); !errors.Is(err, context.Canceled) {
-			t.Errorf("Delete with a cancelled context: error = %v, want context.Canceled", err)
-		}
-		if err := d.Tombstone(ctx, "s"); !errors.Is(err, context.Canceled) {
-			t.Errorf("Tombstone with a cancelled context: error = %v, want context.Canceled", err)
-		}
-		if got := mustReadStream(t, s, "s"); len(got) != 2 {
-			t.Errorf("after deletes with a cancelled context, stream has %d events, want 2", len(got))
-		}
+	if _, err := s.State(ctx, "s"); !errors.Is(err, context.Canceled) {
+		t.Errorf("State with a cancelled context: error = %v, want context.Canceled", err)
+	}
+	if err := s.Delete(ctx, "s"); !errors.Is(err, context.Canceled) {
+		t.Errorf("Delete with a cancelled context: error = %v, want context.Canceled", err)
+	}
+	if err := s.Tombstone(ctx, "s"); !errors.Is(err, context.Canceled) {
+		t.Errorf("Tombstone with a cancelled context: error = %v, want context.Canceled", err)
+	}
+	if got := mustReadStream(t, s, "s"); len(got) != 2 {
+		t.Errorf("after deletes with a cancelled context, stream has %d events, want 2", len(got))
 	}
 }
 
@@ -60,8 +62,8 @@ func testAlreadyCancelled(t *testing.T, newStore Factory) {
 // success, the context's error, or ErrUnknownOutcome; retrying every one that
 // did not report success, with the same events, leaves each event in the log
 // exactly once.
-func testAbandonedMidCommit(t *testing.T, newStore Factory) {
-	s := newStore(t)
+func testAbandonedMidCommit(t *testing.T, nb factory) {
+	s := store(t, nb)
 	n := scale(240, 60)
 	const workers = 8
 	type attempt struct {
@@ -160,12 +162,9 @@ var closeTests = []test{
 
 // testCloseWhileBusy: Close while subscriptions and appends run ends them with
 // errors; Close twice is fine; every call afterwards wraps ErrClosed.
-func testCloseWhileBusy(t *testing.T, newStore Factory) {
-	s := newStore(t)
-	c, ok := s.(io.Closer)
-	if !ok {
-		t.Skipf("%T does not implement io.Closer", s)
-	}
+func testCloseWhileBusy(t *testing.T, nb factory) {
+	b := withFeature(t, nb, "Close", func(f Features) bool { return f.Close })
+	s := b.Store
 	mustAppend(t, s, "busy-0", newEvents("Before", 3))
 	var wg sync.WaitGroup
 	errs := make(chan error, 16)
@@ -189,7 +188,7 @@ func testCloseWhileBusy(t *testing.T, newStore Factory) {
 	}
 	for range 2 {
 		wg.Go(func() { // subscribers
-			for m, err := range eventstore.Subscribe(t.Context(), s, recado.Position{}) {
+			for m, err := range s.Subscribe(t.Context(), recado.Position{}) {
 				if err != nil {
 					errs <- fmt.Errorf("subscription: %w", err)
 					return
@@ -212,7 +211,7 @@ func testCloseWhileBusy(t *testing.T, newStore Factory) {
 			t.Fatalf("appends and subscriptions did not get going: %v", ctx.Err())
 		}
 	}
-	if err := c.Close(); err != nil {
+	if err := b.Close(); err != nil {
 		t.Errorf("Close: %v", err)
 	}
 	finished := make(chan struct{})
@@ -228,11 +227,13 @@ func testCloseWhileBusy(t *testing.T, newStore Factory) {
 			t.Errorf("%v; want an error wrapping ErrClosed", err)
 		}
 	}
-	if err := c.Close(); err != nil && !errors.Is(err, eventstore.ErrClosed) {
+	if err := b.Close(); err != nil && !errors.Is(err, eventstore.ErrClosed) {
 		t.Errorf("second Close: %v, want nil (or ErrClosed)", err)
 	}
-	if _, err := s.Append(ctx, "busy-0", newEvents("After", 1)); !errors.Is(err, eventstore.ErrClosed) {
-		t.Errorf("Append after Close: error = %v, want ErrClosed", err)
+	_, err := s.Append(ctx, "busy-0", newEvents("After", 1))
+	wantError(t, err, "append", "busy-0", eventstore.ErrClosed)
+	if msg := fmt.Sprint(err); !strings.HasPrefix(msg, `eventstore: append "busy-0": eventstore: store closed`) {
+		t.Errorf("Append after Close: message %q, want it to start with the sentinel's text", msg)
 	}
 	if _, err := readStream(ctx, s, "busy-0"); !errors.Is(err, eventstore.ErrClosed) {
 		t.Errorf("ReadStream after Close: error = %v, want ErrClosed", err)
@@ -240,17 +241,20 @@ func testCloseWhileBusy(t *testing.T, newStore Factory) {
 	if _, err := readAll(ctx, s, recado.Position{}); !errors.Is(err, eventstore.ErrClosed) {
 		t.Errorf("ReadAll after Close: error = %v, want ErrClosed", err)
 	}
-	for _, err := range eventstore.Subscribe(ctx, s, recado.Position{}) {
+	for _, err := range s.Subscribe(ctx, recado.Position{}) {
 		if !errors.Is(err, eventstore.ErrClosed) {
 			t.Errorf("Subscribe after Close: first item error = %v, want ErrClosed", err)
 		}
 		break
 	}
-	if d, ok := s.(eventstore.Deleter); ok {
-		if err := d.Delete(ctx, "busy-0"); !errors.Is(err, eventstore.ErrClosed) {
+	if _, err := s.State(ctx, "busy-0"); !errors.Is(err, eventstore.ErrClosed) {
+		t.Errorf("State after Close: error = %v, want ErrClosed", err)
+	}
+	if b.Features.Delete {
+		if err := s.Delete(ctx, "busy-0"); !errors.Is(err, eventstore.ErrClosed) {
 			t.Errorf("Delete after Close: error = %v, want ErrClosed", err)
 		}
-		if err := d.Tombstone(ctx, "busy-0"); !errors.Is(err, eventstore.ErrClosed) {
+		if err := s.Tombstone(ctx, "busy-0"); !errors.Is(err, eventstore.ErrClosed) {
 			t.Errorf("Tombstone after Close: error = %v, want ErrClosed", err)
 		}
 	}
@@ -262,24 +266,18 @@ var deleteTests = []test{
 	{"SoftDeleteMissing", testSoftDeleteMissing},
 	{"Tombstone", testTombstone},
 	{"TombstoneNeverWritten", testTombstoneNeverWritten},
-}
-
-func deleter(t *testing.T, s eventstore.Store) eventstore.Deleter {
-	d, ok := s.(eventstore.Deleter)
-	if !ok {
-		t.Skipf("%T does not implement eventstore.Deleter", s)
-	}
-	return d
+	{"MissingBeforeVersion", testDeleteMissingBeforeVersion},
+	{"TombstoneNeverWrittenExpected", testTombstoneNeverWrittenExpected},
+	{"Deleted", testDeleteDeleted},
 }
 
 // testSoftDelete: reads say not found, the log keeps the events, and a later
 // append continues from the next version and is all a read shows.
-func testSoftDelete(t *testing.T, newStore Factory) {
-	s := newStore(t)
-	d := deleter(t, s)
+func testSoftDelete(t *testing.T, nb factory) {
+	s := withDelete(t, nb)
 	mustAppend(t, s, "d", newEvents("Old", 3))
 	mustAppend(t, s, "keep", newEvents("Other", 1))
-	if err := d.Delete(t.Context(), "d"); err != nil {
+	if err := s.Delete(t.Context(), "d"); err != nil {
 		t.Fatalf("Delete: %v", err)
 	}
 	if _, err := readStream(t.Context(), s, "d"); !errors.Is(err, eventstore.ErrStreamNotFound) {
@@ -318,18 +316,17 @@ func testSoftDelete(t *testing.T, newStore Factory) {
 
 // testSoftDeleteExpectedVersion: Delete is guarded like an append, and a
 // deleted stream keeps its last version for Exact.
-func testSoftDeleteExpectedVersion(t *testing.T, newStore Factory) {
-	s := newStore(t)
-	d := deleter(t, s)
+func testSoftDeleteExpectedVersion(t *testing.T, nb factory) {
+	s := withDelete(t, nb)
 	mustAppend(t, s, "d", newEvents("Old", 2))
-	err := d.Delete(t.Context(), "d", eventstore.ExpectVersion(1))
+	err := s.Delete(t.Context(), "d", eventstore.ExpectVersion(1))
 	wantConflict(t, err, "d", eventstore.Exact(1), 2)
-	err = d.Delete(t.Context(), "d", eventstore.Expect(eventstore.NoStream))
+	err = s.Delete(t.Context(), "d", eventstore.Expect(eventstore.NoStream))
 	wantConflict(t, err, "d", eventstore.NoStream, 2)
 	if got := mustReadStream(t, s, "d"); len(got) != 2 {
 		t.Fatalf("after a Delete that conflicted, stream has %d events, want 2", len(got))
 	}
-	if err := d.Delete(t.Context(), "d", eventstore.ExpectVersion(2)); err != nil {
+	if err := s.Delete(t.Context(), "d", eventstore.ExpectVersion(2)); err != nil {
 		t.Fatalf("Delete with the right expected version: %v", err)
 	}
 	res, err := s.Append(t.Context(), "d", newEvents("New", 1), eventstore.ExpectVersion(2))
@@ -339,30 +336,28 @@ func testSoftDeleteExpectedVersion(t *testing.T, newStore Factory) {
 }
 
 // testSoftDeleteMissing: deleting a stream that does not exist is not found.
-func testSoftDeleteMissing(t *testing.T, newStore Factory) {
-	s := newStore(t)
-	d := deleter(t, s)
-	if err := d.Delete(t.Context(), "never"); !errors.Is(err, eventstore.ErrStreamNotFound) {
+func testSoftDeleteMissing(t *testing.T, nb factory) {
+	s := withDelete(t, nb)
+	if err := s.Delete(t.Context(), "never"); !errors.Is(err, eventstore.ErrStreamNotFound) {
 		t.Errorf("Delete of a stream never written: error = %v, want ErrStreamNotFound", err)
 	}
 	mustAppend(t, s, "twice", newEvents("Old", 1))
-	if err := d.Delete(t.Context(), "twice"); err != nil {
+	if err := s.Delete(t.Context(), "twice"); err != nil {
 		t.Fatalf("Delete: %v", err)
 	}
-	if err := d.Delete(t.Context(), "twice"); !errors.Is(err, eventstore.ErrStreamNotFound) {
+	if err := s.Delete(t.Context(), "twice"); !errors.Is(err, eventstore.ErrStreamNotFound) {
 		t.Errorf("second Delete: error = %v, want ErrStreamNotFound", err)
 	}
 }
 
 // testTombstone: a tombstoned stream can be neither read nor written, and its
 // events stay in the log.
-func testTombstone(t *testing.T, newStore Factory) {
-	s := newStore(t)
-	d := deleter(t, s)
+func testTombstone(t *testing.T, nb factory) {
+	s := withDelete(t, nb)
 	mustAppend(t, s, "t", newEvents("Old", 2))
-	err := d.Tombstone(t.Context(), "t", eventstore.ExpectVersion(1))
+	err := s.Tombstone(t.Context(), "t", eventstore.ExpectVersion(1))
 	wantConflict(t, err, "t", eventstore.Exact(1), 2)
-	if err := d.Tombstone(t.Context(), "t"); err != nil {
+	if err := s.Tombstone(t.Context(), "t"); err != nil {
 		t.Fatalf("Tombstone: %v", err)
 	}
 	if _, err := readStream(t.Context(), s, "t"); !errors.Is(err, eventstore.ErrStreamDeleted) {
@@ -377,10 +372,9 @@ func testTombstone(t *testing.T, newStore Factory) {
 }
 
 // testTombstoneNeverWritten: a name can be tombstoned before it is used.
-func testTombstoneNeverWritten(t *testing.T, newStore Factory) {
-	s := newStore(t)
-	d := deleter(t, s)
-	if err := d.Tombstone(t.Context(), "reserved"); err != nil {
+func testTombstoneNeverWritten(t *testing.T, nb factory) {
+	s := withDelete(t, nb)
+	if err := s.Tombstone(t.Context(), "reserved"); err != nil {
 		t.Fatalf("Tombstone of a stream never written: %v", err)
 	}
 	if _, err := s.Append(t.Context(), "reserved", newEvents("New", 1)); !errors.Is(err, eventstore.ErrStreamDeleted) {
@@ -392,21 +386,80 @@ func testTombstoneNeverWritten(t *testing.T, newStore Factory) {
 	wantLogLen(t, s, 0, "after a tombstone")
 }
 
+// testDeleteMissingBeforeVersion: a soft delete of a stream that does not
+// exist (never written, or soft-deleted) is ErrStreamNotFound whatever the
+// expected version: not-found is checked before the version.
+func testDeleteMissingBeforeVersion(t *testing.T, nb factory) {
+	s := withDelete(t, nb)
+	mustAppend(t, s, "gone", newEvents("Old", 3))
+	if err := s.Delete(t.Context(), "gone"); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	for _, stream := range []string{"never", "gone"} {
+		for _, ev := range []eventstore.ExpectedVersion{eventstore.StreamExists, eventstore.Exact(3), eventstore.Exact(1), eventstore.NoStream, eventstore.Any} {
+			err := s.Delete(t.Context(), stream, eventstore.Expect(ev))
+			if !errors.Is(err, eventstore.ErrStreamNotFound) || errors.Is(err, eventstore.ErrConflict) {
+				t.Errorf("Delete(%q, expected %s) = %v, want ErrStreamNotFound (not-found comes before the expected version)", stream, ev, err)
+			}
+		}
+	}
+}
+
+// testTombstoneNeverWrittenExpected: a tombstone of a name never written is
+// guarded by the expected version like any other: Exact(3) and StreamExists
+// conflict (actual version 0), NoStream reserves the name.
+func testTombstoneNeverWrittenExpected(t *testing.T, nb factory) {
+	s := withDelete(t, nb)
+	err := s.Tombstone(t.Context(), "never", eventstore.Expect(eventstore.Exact(3)))
+	wantConflict(t, err, "never", eventstore.Exact(3), 0)
+	err = s.Tombstone(t.Context(), "never", eventstore.Expect(eventstore.StreamExists))
+	wantConflict(t, err, "never", eventstore.StreamExists, 0)
+	if _, err := readStream(t.Context(), s, "never"); !errors.Is(err, eventstore.ErrStreamNotFound) {
+		t.Errorf("after tombstones that conflicted, ReadStream = %v, want ErrStreamNotFound", err)
+	}
+	if err := s.Tombstone(t.Context(), "never", eventstore.Expect(eventstore.NoStream)); err != nil {
+		t.Fatalf("Tombstone(never written, NoStream): %v", err)
+	}
+	if _, err := s.Append(t.Context(), "never", newEvents("New", 1)); !errors.Is(err, eventstore.ErrStreamDeleted) {
+		t.Errorf("Append after Tombstone: error = %v, want ErrStreamDeleted", err)
+	}
+}
+
+// testDeleteDeleted: deleting a tombstoned stream, either way, is
+// ErrStreamDeleted whatever the expected version.
+func testDeleteDeleted(t *testing.T, nb factory) {
+	s := withDelete(t, nb)
+	mustAppend(t, s, "t", newEvents("Old", 2))
+	if err := s.Tombstone(t.Context(), "t"); err != nil {
+		t.Fatalf("Tombstone: %v", err)
+	}
+	for _, ev := range []eventstore.ExpectedVersion{eventstore.Any, eventstore.Exact(2), eventstore.NoStream} {
+		if err := s.Delete(t.Context(), "t", eventstore.Expect(ev)); !errors.Is(err, eventstore.ErrStreamDeleted) {
+			t.Errorf("Delete(tombstoned, expected %s) = %v, want ErrStreamDeleted", ev, err)
+		}
+		if err := s.Tombstone(t.Context(), "t", eventstore.Expect(ev)); !errors.Is(err, eventstore.ErrStreamDeleted) {
+			t.Errorf("Tombstone(tombstoned, expected %s) = %v, want ErrStreamDeleted", ev, err)
+		}
+	}
+}
+
 var invalidTests = []test{
 	{"Append", testInvalidAppend},
 	{"Read", testInvalidRead},
+	{"Delete", testInvalidDelete},
 	{"ForeignUnitOfWork", testForeignUnitOfWork},
 }
 
 // testInvalidAppend: bad input is rejected with ErrInvalid and stores nothing.
-func testInvalidAppend(t *testing.T, newStore Factory) {
-	s := newStore(t)
+func testInvalidAppend(t *testing.T, nb factory) {
+	s := store(t, nb)
 	ok := func() recado.Event { return newEvent("Fine", 0) }
 	with := func(f func(*recado.Event)) []recado.Event {
 		e := ok()
 		f(&e)
 		return []recado.Event{ok(), e}
 	}
+	at := func(tm time.Time) []recado.Event { return with(func(e *recado.Event) { e.Time = tm }) }
 	cases := []struct {
 		name   string
 		stream string
@@ -420,11 +473,20 @@ func testInvalidAppend(t *testing.T, newStore Factory) {
 		{"EmptyEvents", "s", []recado.Event{}, nil},
 		{"EmptyID", "s", with(func(e *recado.Event) { e.ID = "" }), nil},
 		{"IDNotUTF8", "s", with(func(e *recado.Event) { e.ID = "\xfe" }), nil},
+		{"IDWithNUL", "s", with(func(e *recado.Event) { e.ID = "id\x00" }), nil},
 		{"EmptyType", "s", with(func(e *recado.Event) { e.Type = "" }), nil},
+		{"TypeWithNUL", "s", with(func(e *recado.Event) { e.Type = "\x00T" }), nil},
 		{"ReservedMetadataField", "s", with(func(e *recado.Event) { e.Metadata.Fields = map[string]string{"correlation_id": "x"} }), nil},
 		{"EmptyMetadataFieldName", "s", with(func(e *recado.Event) { e.Metadata.Fields = map[string]string{"": "x"} }), nil},
 		{"MetadataNotUTF8", "s", with(func(e *recado.Event) { e.Metadata.CorrelationID = "\xff" }), nil},
-		{"BadExpectedVersion", "s", []recado.Event{ok()}, []eventstore.AppendOption{eventstore.Expect(eventstore.ExpectedVersion(-7))}},
+		{"MetadataWithNUL", "s", with(func(e *recado.Event) { e.Metadata.TraceParent = "00\x00" }), nil},
+		{"MetadataFieldWithNUL", "s", with(func(e *recado.Event) { e.Metadata.Fields = map[string]string{"k": "v\x00"} }), nil},
+		{"MetadataFieldNameWithNUL", "s", with(func(e *recado.Event) { e.Metadata.Fields = map[string]string{"k\x00": "v"} }), nil},
+		{"ExactBeyondMaxVersion", "s", []recado.Event{ok()}, []eventstore.AppendOption{eventstore.ExpectVersion(eventstore.MaxVersion + 1)}},
+		{"ExactMaxUint64", "s", []recado.Event{ok()}, []eventstore.AppendOption{eventstore.Expect(eventstore.Exact(math.MaxUint64))}},
+		{"Year0", "s", at(time.Date(0, 12, 31, 23, 59, 59, 999999999, time.UTC)), nil},
+		{"Year10000", "s", at(time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)), nil},
+		{"Year10000InUTC", "s", at(time.Date(9999, 12, 31, 23, 30, 0, 0, time.FixedZone("UTC-1", -3600))), nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -438,8 +500,8 @@ func testInvalidAppend(t *testing.T, newStore Factory) {
 }
 
 // testInvalidRead: bad read arguments yield ErrInvalid.
-func testInvalidRead(t *testing.T, newStore Factory) {
-	s := newStore(t)
+func testInvalidRead(t *testing.T, nb factory) {
+	s := store(t, nb)
 	mustAppend(t, s, "s", newEvents("Fine", 2))
 	if _, err := readStream(t.Context(), s, "s", eventstore.Limit(-1)); !errors.Is(err, eventstore.ErrInvalid) {
 		t.Errorf("ReadStream with a negative limit: error = %v, want ErrInvalid", err)
@@ -447,22 +509,69 @@ func testInvalidRead(t *testing.T, newStore Factory) {
 	if _, err := readAll(t.Context(), s, recado.Position{}, eventstore.Limit(-1)); !errors.Is(err, eventstore.ErrInvalid) {
 		t.Errorf("ReadAll with a negative limit: error = %v, want ErrInvalid", err)
 	}
+	if _, err := readAll(t.Context(), s, recado.Position{}, eventstore.FromVersion(2)); !errors.Is(err, eventstore.ErrInvalid) {
+		t.Errorf("ReadAll with FromVersion, which does not apply to the log: error = %v, want ErrInvalid", err)
+	}
 	if _, err := readStream(t.Context(), s, ""); !errors.Is(err, eventstore.ErrInvalid) {
 		t.Errorf("ReadStream of an empty stream name: error = %v, want ErrInvalid", err)
+	}
+	if _, err := readStream(t.Context(), s, "s\x00"); !errors.Is(err, eventstore.ErrInvalid) {
+		t.Errorf("ReadStream of a name with NUL: error = %v, want ErrInvalid", err)
+	}
+}
+
+// testInvalidDelete: deletes and State with bad arguments are ErrInvalid and
+// change nothing; State takes no expected version.
+func testInvalidDelete(t *testing.T, nb factory) {
+	s := store(t, nb)
+	mustAppend(t, s, "s", newEvents("Fine", 2))
+	beyond := eventstore.ExpectVersion(eventstore.MaxVersion + 1)
+	for _, op := range []struct {
+		name string
+		call func() error
+	}{
+		{"Delete empty name", func() error { return s.Delete(t.Context(), "") }},
+		{"Delete Exact(MaxVersion+1)", func() error { return s.Delete(t.Context(), "s", beyond) }},
+		{"Tombstone name with NUL", func() error { return s.Tombstone(t.Context(), "s\x00") }},
+		{"Tombstone Exact(MaxUint64)", func() error {
+			return s.Tombstone(t.Context(), "s", eventstore.Expect(eventstore.Exact(math.MaxUint64)))
+		}},
+		{"State with an expected version", func() error { _, err := s.State(t.Context(), "s", eventstore.ExpectVersion(2)); return err }},
+		{"State name not UTF-8", func() error { _, err := s.State(t.Context(), "\xff"); return err }},
+	} {
+		if err := op.call(); !errors.Is(err, eventstore.ErrInvalid) {
+			t.Errorf("%s: error = %v, want ErrInvalid", op.name, err)
+		}
+	}
+	if got := mustReadStream(t, s, "s"); len(got) != 2 {
+		t.Errorf("after invalid deletes, stream has %d events, want 2", len(got))
 	}
 }
 
 // notATx is a unit of work no backend knows.
 type notATx struct{}
 
+func (notATx) OnCommit(func()) {}
+
 // testForeignUnitOfWork: a unit of work that is not the backend's own is
-// invalid, and nothing is stored.
-func testForeignUnitOfWork(t *testing.T, newStore Factory) {
-	s := newStore(t)
-	for _, tx := range []any{notATx{}, &notATx{}, "tx"} {
+// invalid, and nothing is stored or deleted.
+func testForeignUnitOfWork(t *testing.T, nb factory) {
+	b := nb(t)
+	s := b.Store
+	mustAppend(t, s, "kept", newEvents("Fine", 1))
+	for _, tx := range []recado.Tx{notATx{}, &notATx{}} {
 		if _, err := s.Append(t.Context(), "s", newEvents("Fine", 1), eventstore.InTx(tx)); !errors.Is(err, eventstore.ErrInvalid) {
 			t.Errorf("Append in a foreign unit of work %T: error = %v, want ErrInvalid", tx, err)
 		}
+		if _, err := s.State(t.Context(), "kept", eventstore.InTx(tx)); !errors.Is(err, eventstore.ErrInvalid) {
+			t.Errorf("State in a foreign unit of work %T: error = %v, want ErrInvalid", tx, err)
+		}
+		if err := s.Delete(t.Context(), "kept", eventstore.InTx(tx)); b.Features.Delete && !errors.Is(err, eventstore.ErrInvalid) {
+			t.Errorf("Delete in a foreign unit of work %T: error = %v, want ErrInvalid", tx, err)
+		}
 	}
-	wantNothingStored(t, s, "s", 0, "after appends in a foreign unit of work")
+	wantNothingStored(t, s, "s", 1, "after calls in a foreign unit of work")
+	if got := mustReadStream(t, s, "kept"); len(got) != 1 {
+		t.Errorf("after a Delete in a foreign unit of work, stream has %d events, want 1", len(got))
+	}
 }

@@ -75,7 +75,9 @@ func (c *logChecker) report(tb testing.TB, committed map[string]bool) {
 
 // writers appends concurrently to a store, to streams of their own with exact
 // expected versions and to shared streams with Any or exact versions (some of
-// which conflict), and records every event that was committed.
+// which conflict), and, with units of work, in units that append to a stream
+// of their own and a shared one and that roll back one time in three. It
+// records every event that was committed.
 type writers struct {
 	mu        sync.Mutex
 	committed map[string]bool
@@ -83,11 +85,11 @@ type writers struct {
 	done      chan struct{}   // closed when every writer has finished
 }
 
-func startWriters(t *testing.T, s eventstore.Store, n, appends int) *writers {
+func startWriters(t *testing.T, b Backend, units bool, n, appends int) *writers {
 	w := &writers{committed: map[string]bool{}, done: make(chan struct{})}
 	var wg sync.WaitGroup
 	for g := range n {
-		wg.Go(func() { w.write(t, s, g, appends) })
+		wg.Go(func() { w.write(t, b, units, g, appends) })
 	}
 	go func() {
 		wg.Wait()
@@ -96,8 +98,9 @@ func startWriters(t *testing.T, s eventstore.Store, n, appends int) *writers {
 	return w
 }
 
-func (w *writers) write(t *testing.T, s eventstore.Store, g, appends int) {
+func (w *writers) write(t *testing.T, b Backend, units bool, g, appends int) {
 	ctx := t.Context()
+	s := b.Store
 	rng := rand.New(rand.NewPCG(uint64(g), 7))
 	own := fmt.Sprintf("writer-%d", g)
 	var ownVersion uint64
@@ -108,15 +111,15 @@ func (w *writers) write(t *testing.T, s eventstore.Store, g, appends int) {
 			res    eventstore.AppendResult
 			err    error
 		)
-		switch i % 3 {
-		case 0:
+		switch {
+		case i%4 == 0:
 			stream = own
 			res, err = s.Append(ctx, stream, events, eventstore.ExpectVersion(ownVersion))
 			ownVersion = res.LastVersion
-		case 1:
+		case i%4 == 1 || i%4 == 3 && !units:
 			stream = fmt.Sprintf("shared-%d", rng.IntN(4))
 			res, err = s.Append(ctx, stream, events, eventstore.Expect(eventstore.Any))
-		case 2:
+		case i%4 == 2:
 			stream = fmt.Sprintf("shared-%d", rng.IntN(4))
 			version := uint64(0)
 			if last, rerr := readStream(ctx, s, stream, eventstore.Backwards(), eventstore.Limit(1)); rerr == nil && len(last) == 1 {
@@ -128,6 +131,35 @@ func (w *writers) write(t *testing.T, s eventstore.Store, g, appends int) {
 			res, err = s.Append(ctx, stream, events, eventstore.ExpectVersion(version))
 			if errors.Is(err, eventstore.ErrConflict) {
 				continue // another writer got there first: nothing stored
+			}
+		default: // a unit of work
+			stream = own + " and a shared stream, in a unit of work"
+			shared := fmt.Sprintf("shared-%d", rng.IntN(4))
+			more := newEvents(fmt.Sprintf("W%d", g), 1)
+			rollback := rng.IntN(3) == 0
+			var res2 eventstore.AppendResult
+			err = b.Tx(ctx, func(tx recado.Tx) error {
+				var err error
+				if res, err = s.Append(ctx, own, events, eventstore.ExpectVersion(ownVersion), eventstore.InTx(tx)); err != nil {
+					return err
+				}
+				if res2, err = s.Append(ctx, shared, more, eventstore.InTx(tx)); err != nil {
+					return err
+				}
+				if rollback {
+					return errRollback
+				}
+				return nil
+			})
+			if rollback && err == errRollback {
+				continue // nothing committed
+			}
+			if err == nil {
+				ownVersion = res.LastVersion
+				events = append(events, more...)
+				if res.LastPosition.Before(res2.LastPosition) {
+					res = res2
+				}
 			}
 		}
 		if err != nil {
@@ -188,10 +220,18 @@ func stuckGuard(t *testing.T, done <-chan struct{}) context.Context {
 // testNoSkippedEvents: while many writers commit, a reader that checkpoints its
 // position, stops several times and resumes after the checkpoint sees every
 // committed event exactly once, each stream in order, positions increasing.
-// The reader is a subscription (eventstore.Subscribe) or a ReadAll loop.
-func testNoSkippedEvents(t *testing.T, newStore Factory, subscribe bool) {
-	s := newStore(t)
-	w := startWriters(t, s, scale(16, 8), scale(30, 12))
+// The reader is a subscription or a ReadAll loop. With units, some writers
+// append in units of work, some of which roll back: a reader never sees their
+// events.
+func testNoSkippedEvents(t *testing.T, nb factory, subscribe, units bool) {
+	var b Backend
+	if units {
+		b = withUnitOfWork(t, nb)
+	} else {
+		b = leakChecked(t, nb)
+	}
+	s := b.Store
+	w := startWriters(t, b, units, scale(16, 8), scale(30, 12))
 	defer func() { <-w.done }() // the writers use t; do not let the test end under them
 	ctx := stuckGuard(t, w.done)
 	check := newLogChecker()
@@ -227,7 +267,7 @@ func testNoSkippedEvents(t *testing.T, newStore Factory, subscribe bool) {
 // has seen stopAfter events (then it stops, by breaking out of the loop or by
 // cancelling its context) or until the writers have finished and it has caught
 // up with them, which it reports.
-func subscribeSession(ctx context.Context, t *testing.T, s eventstore.Store, w *writers, check *logChecker, checkpoint *recado.Position, stopAfter int, byBreak bool) bool {
+func subscribeSession(ctx context.Context, t *testing.T, s *eventstore.Store, w *writers, check *logChecker, checkpoint *recado.Position, stopAfter int, byBreak bool) bool {
 	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -244,7 +284,7 @@ func subscribeSession(ctx context.Context, t *testing.T, s eventstore.Store, w *
 		}()
 	}
 	seen, cancelled, ended := 0, false, false
-	for m, err := range eventstore.Subscribe(ctx, s, *checkpoint, eventstore.WithBatchSize(7), eventstore.WithPollInterval(50*time.Millisecond)) {
+	for m, err := range s.Subscribe(ctx, *checkpoint, eventstore.WithBatchSize(7), eventstore.WithPollInterval(50*time.Millisecond)) {
 		if err != nil {
 			ended = true
 			head, _ := w.finished()
@@ -293,7 +333,7 @@ func subscribeSession(ctx context.Context, t *testing.T, s eventstore.Store, w *
 // readAllSession reads the log after *checkpoint in small batches until it has
 // seen stopAfter events, or until the writers have finished and it has read
 // up to them, which it reports.
-func readAllSession(ctx context.Context, t *testing.T, s eventstore.Store, w *writers, check *logChecker, checkpoint *recado.Position, stopAfter int) bool {
+func readAllSession(ctx context.Context, t *testing.T, s *eventstore.Store, w *writers, check *logChecker, checkpoint *recado.Position, stopAfter int) bool {
 	seen := 0
 	for {
 		head, finished := w.finished() // before reading: all of it must then be read

@@ -3,7 +3,6 @@ package eventstoretest
 import (
 	"context"
 	"errors"
-	"io"
 	"slices"
 	"sync"
 	"testing"
@@ -33,8 +32,8 @@ func guard(t *testing.T) context.Context {
 
 // testCatchUpThenLive: a subscription delivers what was committed, says it
 // caught up, then delivers events committed afterwards.
-func testCatchUpThenLive(t *testing.T, newStore Factory) {
-	s := newStore(t)
+func testCatchUpThenLive(t *testing.T, nb factory) {
+	s := leakChecked(t, nb).Store
 	var want []string
 	for _, stream := range []string{"a", "b", "a", "c", "b"} {
 		e := newEvent("Before", 0)
@@ -54,7 +53,7 @@ func testCatchUpThenLive(t *testing.T, newStore Factory) {
 	var got []string
 	caughtUp := 0
 	last := recado.Position{}
-	for m, err := range eventstore.Subscribe(ctx, s, recado.Position{}) {
+	for m, err := range s.Subscribe(ctx, recado.Position{}) {
 		if err != nil {
 			if cause := context.Cause(ctx); cause != nil {
 				err = cause
@@ -101,8 +100,8 @@ func testCatchUpThenLive(t *testing.T, newStore Factory) {
 
 // testSubscribeFilters: filters by stream, by prefix and by type deliver just
 // the matching events, and the subscription still reaches the head.
-func testSubscribeFilters(t *testing.T, newStore Factory) {
-	s := newStore(t)
+func testSubscribeFilters(t *testing.T, nb factory) {
+	s := leakChecked(t, nb).Store
 	written := []struct{ stream, typ string }{
 		{"order-1", "Placed"}, {"cart-1", "Added"}, {"order-2", "Placed"}, {"order-1", "Paid"},
 		{"order-10", "Placed"}, {"cart-1", "Paid"}, {"porder-1", "Placed"}, {"cart-1", "Added"},
@@ -134,7 +133,7 @@ func testSubscribeFilters(t *testing.T, newStore Factory) {
 				want = append(want, events[i].ID)
 			}
 			var reached recado.Position
-			for m, err := range eventstore.Subscribe(guard(t), s, recado.Position{}, eventstore.WithFilter(tc.filter), eventstore.WithBatchSize(3)) {
+			for m, err := range s.Subscribe(guard(t), recado.Position{}, eventstore.WithFilter(tc.filter), eventstore.WithBatchSize(3)) {
 				if err != nil {
 					t.Fatalf("subscription ended with %v", err)
 				}
@@ -162,8 +161,8 @@ func testSubscribeFilters(t *testing.T, newStore Factory) {
 // testProgressWhenNothingMatches: a subscription whose filter matches nothing
 // still reports the position it has read up to, so "wait for position P"
 // returns; and a matching event later is delivered.
-func testProgressWhenNothingMatches(t *testing.T, newStore Factory) {
-	s := newStore(t)
+func testProgressWhenNothingMatches(t *testing.T, nb factory) {
+	s := leakChecked(t, nb).Store
 	for i := range 10 {
 		mustAppend(t, s, "noise", []recado.Event{newEvent("Noise", i)})
 	}
@@ -178,7 +177,7 @@ func testProgressWhenNothingMatches(t *testing.T, newStore Factory) {
 	)
 	defer wg.Wait()
 	ctx := guard(t)
-	for m, err := range eventstore.Subscribe(ctx, s, recado.Position{}, eventstore.WithFilter(eventstore.Filter{Types: []string{"Wanted"}}), eventstore.WithBatchSize(4)) {
+	for m, err := range s.Subscribe(ctx, recado.Position{}, eventstore.WithFilter(eventstore.Filter{Types: []string{"Wanted"}}), eventstore.WithBatchSize(4)) {
 		if err != nil {
 			t.Fatalf("in phase %d (progress so far %v, head %s): subscription ended with %v", phase, progress, head, err)
 		}
@@ -241,8 +240,8 @@ func testProgressWhenNothingMatches(t *testing.T, newStore Factory) {
 
 // testSubscribeCancel: ending the context ends the subscription with the
 // context's error, whether it waits for events or is catching up.
-func testSubscribeCancel(t *testing.T, newStore Factory) {
-	s := newStore(t)
+func testSubscribeCancel(t *testing.T, nb factory) {
+	s := leakChecked(t, nb).Store
 	mustAppend(t, s, "a", newEvents("Happened", 5))
 	cases := []struct {
 		name string
@@ -276,7 +275,7 @@ func testSubscribeCancel(t *testing.T, newStore Factory) {
 			}
 			var last error
 			after := 0
-			for m, err := range eventstore.Subscribe(ctx, s, recado.Position{}, eventstore.WithBatchSize(2)) {
+			for m, err := range s.Subscribe(ctx, recado.Position{}, eventstore.WithBatchSize(2)) {
 				if last != nil {
 					after++
 					continue
@@ -300,18 +299,23 @@ func testSubscribeCancel(t *testing.T, newStore Factory) {
 }
 
 // testSubscribeNoLeak: subscriptions that stop (by break, by cancel, while
-// waiting) leave no goroutine behind, once the store is closed if it can be.
-// Goroutines that were running before the subscriptions (the store's own, the
-// test framework's) are not counted.
-func testSubscribeNoLeak(t *testing.T, newStore Factory) {
-	s := newStore(t)
+// waiting) leave no goroutine behind once the backend is closed. Goroutines
+// that were running before the subscriptions (the backend's own, the test
+// framework's) are not counted here; leakChecked counts them after the
+// backend's cleanup.
+func testSubscribeNoLeak(t *testing.T, nb factory) {
+	b := leakChecked(t, nb)
+	if !b.Features.LeakCheck {
+		t.Skip("the backend does not have Features.LeakCheck")
+	}
+	s := b.Store
 	mustAppend(t, s, "a", newEvents("Happened", 3))
 	mustReadAll(t, s, recado.Position{})
-	before := goleak.IgnoreCurrent() // the store's own goroutines are allowed until Close
-	for range eventstore.Subscribe(t.Context(), s, recado.Position{}) {
+	before := goleak.IgnoreCurrent() // the backend's own goroutines are allowed until Close
+	for range s.Subscribe(t.Context(), recado.Position{}) {
 		break // after the first event
 	}
-	for m, err := range eventstore.Subscribe(t.Context(), s, recado.Position{}) {
+	for m, err := range s.Subscribe(t.Context(), recado.Position{}) {
 		if err != nil || m.Kind == eventstore.KindCaughtUp {
 			break
 		}
@@ -320,7 +324,7 @@ func testSubscribeNoLeak(t *testing.T, newStore Factory) {
 	waiting := make(chan struct{})
 	ended := make(chan error, 1)
 	go func() {
-		for m, err := range eventstore.Subscribe(ctx, s, recado.Position{}) {
+		for m, err := range s.Subscribe(ctx, recado.Position{}) {
 			if err != nil {
 				ended <- err
 				return
@@ -336,14 +340,15 @@ func testSubscribeNoLeak(t *testing.T, newStore Factory) {
 	if err := <-ended; !errors.Is(err, context.Canceled) {
 		t.Errorf("waiting subscription ended with %v after cancel, want context.Canceled", err)
 	}
-	// Goroutines the store started lazily for subscriptions may live until
+	// Goroutines the backend started lazily for subscriptions may live until
 	// Close; none may outlive it.
-	if c, ok := s.(io.Closer); ok {
-		if err := c.Close(); err != nil {
-			t.Errorf("Close: %v", err)
-		}
+	if !b.Features.Close {
+		return // leakChecked looks after the backend's cleanup
+	}
+	if err := b.Close(); err != nil {
+		t.Errorf("Close: %v", err)
 	}
 	if err := goleak.Find(before); err != nil {
-		t.Errorf("goroutines left after subscriptions ended: %v", err)
+		t.Errorf("goroutines left after subscriptions ended and Close: %v", err)
 	}
 }

@@ -1,22 +1,54 @@
-// Package eventstoretest is the conformance suite every [eventstore.Store]
-// backend runs from its own tests, and the shared benchmarks that make backends'
+// Package eventstoretest is the conformance suite every event-store backend
+// runs from its own tests, and the shared benchmarks that make backends'
 // figures comparable.
 //
-// A backend gives [Run] a [Factory] that returns a fresh, empty store, and the
-// suite proves the contract of package eventstore against it: append and read,
-// expected versions, exact optimistic concurrency under contention, idempotent
-// retries, a global log that never lets a checkpointing reader skip or repeat an
-// event while many writers commit, subscriptions (catch-up, live, filters,
-// progress), cancellation and abandoned commits, Close, stream deletion and bad
-// input. Optional capabilities the store does not implement ([eventstore.Deleter],
-// [io.Closer]) are skipped with a message.
+// A backend gives [Run] a function that returns a fresh, empty [Backend]: its
+// [*eventstore.Store], how to close its DB, how to run a unit of work, and
+// which optional features it has. The suite proves the contract of package
+// eventstore against the front and the backend's driver together: append and
+// read; expected versions; exact optimistic concurrency under contention;
+// idempotent retries and reused event IDs (both decided before the expected
+// version: a reused ID is a DuplicateIDError, never a conflict); a global log
+// that never lets a checkpointing reader skip or repeat an event while many
+// writers commit; subscriptions (catch-up, live, filters, progress);
+// cancellation and abandoned commits; the limits (names of
+// [eventstore.MaxStreamLen], [eventstore.MaxIDLen] and [eventstore.MaxTypeLen]
+// bytes of incompressible multibyte UTF-8, times from year 1 to 9999 to the
+// microsecond, in UTC); metadata fields with empty values; that nothing the
+// caller does to its events after Append returns, and nothing a reader does to
+// events it read, changes what is stored; the same *eventstore.Error messages
+// on every backend; [eventstore.Store.State]; and, with the features, Close,
+// soft delete and tombstone, and units of work (commit, rollback on error and
+// panic, conflicts inside a unit, units of another DB or that have ended,
+// OnCommit).
 //
-//	func TestConformance(t *testing.T) { eventstoretest.Run(t, newStore) }
-//	func BenchmarkStore(b *testing.B)  { eventstoretest.Bench(b, newStore) }
+//	func TestConformance(t *testing.T) { eventstoretest.Run(t, newBackend) }
+//	func BenchmarkStore(b *testing.B)  { eventstoretest.Bench(b, newBackend) }
 //
-// Run checks for leaked goroutines with goleak around its subscription tests, so
-// call it from a test that does not run in parallel with others (no t.Parallel).
-// With -short the heavy loops shrink.
+//	func newBackend(tb testing.TB) eventstoretest.Backend {
+//		db := memory.New()
+//		tb.Cleanup(func() { _ = db.Close() })
+//		return eventstoretest.Backend{
+//			Store:    db.Events(),
+//			Close:    db.Close,
+//			Tx:       eventstoretest.UnitOfWork(db),
+//			Features: eventstoretest.Features{Delete: true, UnitOfWork: true, Close: true, LeakCheck: true},
+//		}
+//	}
+//
+// Positions. A position read from the log (an event's Position, a
+// subscription message's Position) is a safe place to resume: reading after it
+// misses nothing. An [eventstore.AppendResult]'s positions say where the
+// appended events are; a reader waiting for them waits until its position has
+// reached LastPosition (Compare >= 0), not passed it. Resuming after an
+// AppendResult's LastPosition is safe only on backends that commit in position
+// order (PostgreSQL does not: an append can commit after a later-positioned
+// one), so the suite does not treat it as a resume point.
+//
+// With [Features.LeakCheck], each subscription test checks with goleak that no
+// goroutine started during the test outlives it and its backend; call Run
+// from a test that does not run in parallel with others (no t.Parallel). With
+// -short the heavy loops shrink.
 package eventstoretest
 
 import (
@@ -29,22 +61,63 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/recado-dev/recado"
 	"github.com/recado-dev/recado/eventstore"
 )
 
-// Factory returns a fresh, empty store for one test or benchmark. It registers
-// its own cleanup (tb.Cleanup) to close the store and release what it holds.
-type Factory func(tb testing.TB) eventstore.Store
+// Backend is one fresh, empty backend for one test or benchmark. The function
+// that makes it registers its own cleanup (tb.Cleanup) to close the DB and
+// release what it holds.
+type Backend struct {
+	// Store is the backend's event store.
+	Store *eventstore.Store
+	// Close closes the backend's DB. It is needed with Features.Close.
+	Close func() error
+	// Tx runs fn in a unit of work of the backend's DB ([UnitOfWork] makes it
+	// from the DB). It is needed with Features.UnitOfWork.
+	Tx func(ctx context.Context, fn func(tx recado.Tx) error) error
+	// Features says which optional tests apply.
+	Features Features
+}
 
-// Run runs the conformance suite against the stores newStore makes, as
-// subtests of t. Each subtest gets its own store.
-func Run(t *testing.T, newStore Factory) {
+// Features are what a backend offers beyond the core of the contract.
+type Features struct {
+	// Delete: Store.Delete and Store.Tombstone work.
+	Delete bool
+	// UnitOfWork: Backend.Tx runs units of work that the store joins with
+	// eventstore.InTx.
+	UnitOfWork bool
+	// Close: Backend.Close ends calls in flight and makes later calls fail
+	// with eventstore.ErrClosed.
+	Close bool
+	// LeakCheck: run goleak around the subscription tests: no goroutine
+	// started by a subscription (or by the backend during the test) may
+	// outlive the test and the backend's cleanup.
+	LeakCheck bool
+}
+
+// UnitOfWork turns a DB's typed unit of work (memory.DB, sqlite.DB,
+// postgres.DB) into Backend.Tx.
+func UnitOfWork[T recado.Tx](u recado.UnitOfWork[T]) func(ctx context.Context, fn func(recado.Tx) error) error {
+	return func(ctx context.Context, fn func(recado.Tx) error) error {
+		return u.Tx(ctx, func(tx T) error { return fn(tx) })
+	}
+}
+
+// factory is Run's and Bench's argument.
+type factory = func(tb testing.TB) Backend
+
+// Run runs the conformance suite against the backends newBackend makes, as
+// subtests of t. Each subtest gets its own backend; a few get two.
+func Run(t *testing.T, newBackend func(tb testing.TB) Backend) {
 	groups := []struct {
 		name  string
 		tests []test
 	}{
 		{"Append", appendTests},
+		{"Limits", limitTests},
 		{"ReadStream", readStreamTests},
 		{"ReadAll", readAllTests},
 		{"ExpectedVersion", expectedVersionTests},
@@ -52,14 +125,18 @@ func Run(t *testing.T, newStore Factory) {
 		{"Concurrency", concurrencyTests},
 		{"Subscribe", subscribeTests},
 		{"Cancel", cancelTests},
+		{"Ownership", ownershipTests},
+		{"Errors", errorTests},
+		{"State", stateTests},
 		{"Close", closeTests},
 		{"Delete", deleteTests},
+		{"UnitOfWork", unitOfWorkTests},
 		{"Invalid", invalidTests},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {
 			for _, tc := range g.tests {
-				t.Run(tc.name, func(t *testing.T) { tc.run(t, newStore) })
+				t.Run(tc.name, func(t *testing.T) { tc.run(t, newBackend) })
 			}
 		})
 	}
@@ -68,7 +145,50 @@ func Run(t *testing.T, newStore Factory) {
 // test is one check of the suite.
 type test struct {
 	name string
-	run  func(t *testing.T, newStore Factory)
+	run  func(t *testing.T, nb factory)
+}
+
+// store returns a fresh backend's store.
+func store(t *testing.T, nb factory) *eventstore.Store { return nb(t).Store }
+
+// withFeature returns a fresh backend, or skips the test if the backend lacks
+// the feature f selects.
+func withFeature(t *testing.T, nb factory, name string, f func(Features) bool) Backend {
+	t.Helper()
+	b := nb(t)
+	if !f(b.Features) {
+		t.Skipf("the backend does not have Features.%s", name)
+	}
+	return b
+}
+
+func withDelete(t *testing.T, nb factory) *eventstore.Store {
+	t.Helper()
+	return withFeature(t, nb, "Delete", func(f Features) bool { return f.Delete }).Store
+}
+
+func withUnitOfWork(t *testing.T, nb factory) Backend {
+	t.Helper()
+	return withFeature(t, nb, "UnitOfWork", func(f Features) bool { return f.UnitOfWork })
+}
+
+// leakChecked returns a fresh backend; with Features.LeakCheck, the test
+// fails if a goroutine started from now on outlives the test and the
+// backend's cleanup.
+func leakChecked(t *testing.T, nb factory) Backend {
+	before := goleak.IgnoreCurrent()
+	check := false
+	t.Cleanup(func() { // registered first, so it runs after the backend's cleanup
+		if !check {
+			return
+		}
+		if err := goleak.Find(before); err != nil {
+			t.Errorf("goroutines left after the test and its backend ended: %v", err)
+		}
+	})
+	b := nb(t)
+	check = b.Features.LeakCheck
+	return b
 }
 
 // scale returns n, or small with -short.
@@ -94,7 +214,7 @@ func newEvents(typ string, n int) []recado.Event {
 }
 
 // mustAppend appends and fails the test on error.
-func mustAppend(tb testing.TB, s eventstore.Store, stream string, events []recado.Event, opts ...eventstore.AppendOption) eventstore.AppendResult {
+func mustAppend(tb testing.TB, s *eventstore.Store, stream string, events []recado.Event, opts ...eventstore.AppendOption) eventstore.AppendResult {
 	tb.Helper()
 	res, err := s.Append(tb.Context(), stream, events, opts...)
 	if err != nil {
@@ -117,8 +237,8 @@ func checkResult(tb testing.TB, stream string, n int, res eventstore.AppendResul
 	}
 }
 
-// readStream reads a whole stream read; err is the error the sequence yielded.
-func readStream(ctx context.Context, s eventstore.Store, stream string, opts ...eventstore.ReadOption) ([]recado.Event, error) {
+// readStream reads a whole stream; err is the error the sequence yielded.
+func readStream(ctx context.Context, s *eventstore.Store, stream string, opts ...eventstore.ReadOption) ([]recado.Event, error) {
 	var events []recado.Event
 	for e, err := range s.ReadStream(ctx, stream, opts...) {
 		if err != nil {
@@ -130,7 +250,7 @@ func readStream(ctx context.Context, s eventstore.Store, stream string, opts ...
 }
 
 // mustReadStream reads a stream and fails the test on error.
-func mustReadStream(tb testing.TB, s eventstore.Store, stream string, opts ...eventstore.ReadOption) []recado.Event {
+func mustReadStream(tb testing.TB, s *eventstore.Store, stream string, opts ...eventstore.ReadOption) []recado.Event {
 	tb.Helper()
 	events, err := readStream(tb.Context(), s, stream, opts...)
 	if err != nil {
@@ -140,7 +260,7 @@ func mustReadStream(tb testing.TB, s eventstore.Store, stream string, opts ...ev
 }
 
 // readAll reads the global log; err is the error the sequence yielded.
-func readAll(ctx context.Context, s eventstore.Store, after recado.Position, opts ...eventstore.ReadOption) ([]recado.Event, error) {
+func readAll(ctx context.Context, s *eventstore.Store, after recado.Position, opts ...eventstore.ReadOption) ([]recado.Event, error) {
 	var events []recado.Event
 	for e, err := range s.ReadAll(ctx, after, opts...) {
 		if err != nil {
@@ -152,7 +272,7 @@ func readAll(ctx context.Context, s eventstore.Store, after recado.Position, opt
 }
 
 // mustReadAll reads the global log and fails the test on error.
-func mustReadAll(tb testing.TB, s eventstore.Store, after recado.Position, opts ...eventstore.ReadOption) []recado.Event {
+func mustReadAll(tb testing.TB, s *eventstore.Store, after recado.Position, opts ...eventstore.ReadOption) []recado.Event {
 	tb.Helper()
 	events, err := readAll(tb.Context(), s, after, opts...)
 	if err != nil {
@@ -162,21 +282,22 @@ func mustReadAll(tb testing.TB, s eventstore.Store, after recado.Position, opts 
 }
 
 // logLen is the number of events in the global log.
-func logLen(tb testing.TB, s eventstore.Store) int {
+func logLen(tb testing.TB, s *eventstore.Store) int {
 	tb.Helper()
 	return len(mustReadAll(tb, s, recado.Position{}))
 }
 
 // wantLogLen fails the test unless the global log holds n events.
-func wantLogLen(tb testing.TB, s eventstore.Store, n int, why string) {
+func wantLogLen(tb testing.TB, s *eventstore.Store, n int, why string) {
 	tb.Helper()
 	if got := logLen(tb, s); got != n {
 		tb.Errorf("%s: global log has %d events, want %d", why, got, n)
 	}
 }
 
-// wantNotStored fails the test if a stream has events or the log has more than n.
-func wantNothingStored(tb testing.TB, s eventstore.Store, stream string, logWant int, why string) {
+// wantNothingStored fails the test if a stream has events or the log has
+// other than logWant.
+func wantNothingStored(tb testing.TB, s *eventstore.Store, stream string, logWant int, why string) {
 	tb.Helper()
 	if _, err := readStream(tb.Context(), s, stream); !errors.Is(err, eventstore.ErrStreamNotFound) {
 		tb.Errorf("%s: ReadStream(%q) error = %v, want ErrStreamNotFound (nothing stored)", why, stream, err)
@@ -202,10 +323,22 @@ func versions(events []recado.Event) []uint64 {
 	return out
 }
 
+// cloneEvents returns a deep copy of events: what the caller passed, to
+// compare with what is stored after the caller changed its own.
+func cloneEvents(events []recado.Event) []recado.Event {
+	out := make([]recado.Event, len(events))
+	for i, e := range events {
+		out[i] = e
+		out[i].Data = bytes.Clone(e.Data)
+		out[i].Metadata.Fields = maps.Clone(e.Metadata.Fields)
+	}
+	return out
+}
+
 // sameEvent reports how got differs from want, an event as appended (no
 // Stream, Version or Position unless the caller set them): "" if it does not.
-// A Time set in want must come back within a microsecond; otherwise got must
-// have a time.
+// Every time read back must be in UTC, to the microsecond; a Time set in want
+// must come back as it was given, truncated to the microsecond.
 func sameEvent(got, want recado.Event) string {
 	var diffs []string
 	if got.ID != want.ID {
@@ -232,15 +365,19 @@ func sameEvent(got, want recado.Event) string {
 	switch {
 	case got.Time.IsZero():
 		diffs = append(diffs, "Time is zero, want the time it was recorded")
-	case !want.Time.IsZero():
-		if d := got.Time.Sub(want.Time); d <= -time.Microsecond || d >= time.Microsecond {
-			diffs = append(diffs, fmt.Sprintf("Time %s, want the caller's %s (to the microsecond)",
-				got.Time.Format(time.RFC3339Nano), want.Time.Format(time.RFC3339Nano)))
-		}
+	case got.Time.Location() != time.UTC:
+		diffs = append(diffs, fmt.Sprintf("Time %s is in %s, want UTC", got.Time.Format(time.RFC3339Nano), got.Time.Location()))
+	case got.Time.Nanosecond()%int(eventstore.TimePrecision) != 0:
+		diffs = append(diffs, fmt.Sprintf("Time %s is not truncated to the microsecond", got.Time.Format(time.RFC3339Nano)))
+	case !want.Time.IsZero() && !got.Time.Equal(want.Time.Truncate(eventstore.TimePrecision)):
+		diffs = append(diffs, fmt.Sprintf("Time %s, want the caller's %s truncated to the microsecond",
+			got.Time.Format(time.RFC3339Nano), want.Time.Format(time.RFC3339Nano)))
 	}
 	return strings.Join(diffs, "; ")
 }
 
+// sameMetadata reports whether a and b are equal, a field with an empty value
+// being unlike a missing one.
 func sameMetadata(a, b recado.Metadata) bool {
 	if len(a.Fields) == 0 && len(b.Fields) == 0 {
 		a.Fields, b.Fields = nil, nil

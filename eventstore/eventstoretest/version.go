@@ -18,7 +18,7 @@ var expectedVersionTests = []test{
 // testExpectedVersions: each expected version, passing and failing, against a
 // stream with two events and one that does not exist. A failed append stores
 // nothing.
-func testExpectedVersions(t *testing.T, newStore Factory) {
+func testExpectedVersions(t *testing.T, nb factory) {
 	cases := []struct {
 		name     string
 		exists   bool
@@ -37,7 +37,7 @@ func testExpectedVersions(t *testing.T, newStore Factory) {
 		{"ExactZeroOnMissing", false, eventstore.Exact(0), true},
 		{"ExactOnMissing", false, eventstore.Exact(1), false},
 	}
-	s := newStore(t)
+	s := store(t, nb)
 	logged := 0
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -83,12 +83,45 @@ var idempotencyTests = []test{
 	{"SameIDOtherEvent", testSameIDOtherEvent},
 	{"PartialOverlap", testPartialOverlap},
 	{"SameIDTwiceInBatch", testSameIDTwiceInBatch},
+	{"DuplicateIDBeforeVersion", testDuplicateIDBeforeVersion},
+}
+
+// testDuplicateIDBeforeVersion: a batch that reuses a stored ID is a
+// DuplicateIDError even when its expected version is also wrong: the IDs are
+// checked before the version, so the caller learns that retrying cannot help.
+func testDuplicateIDBeforeVersion(t *testing.T, nb factory) {
+	s := store(t, nb)
+	stored := newEvents("Placed", 2)
+	mustAppend(t, s, "r", slices.Clone(stored))
+	fresh := newEvent("Fresh", 0)
+	cases := []struct {
+		name     string
+		stream   string
+		batch    []recado.Event
+		expected eventstore.ExpectedVersion
+		dupID    string
+	}{
+		{"NewThenStored", "r", []recado.Event{fresh, stored[1]}, eventstore.Exact(7), stored[1].ID},
+		{"NewThenStoredNoStream", "r", []recado.Event{fresh, stored[0]}, eventstore.NoStream, stored[0].ID},
+		{"StoredThenNew", "r", []recado.Event{stored[0], stored[1], fresh}, eventstore.Exact(1), ""},
+		{"OtherStreamExists", "other", []recado.Event{fresh, stored[0]}, eventstore.StreamExists, stored[0].ID},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := s.Append(t.Context(), tc.stream, slices.Clone(tc.batch), eventstore.Expect(tc.expected))
+			if errors.Is(err, eventstore.ErrConflict) {
+				t.Fatalf("Append(stored ID, wrong expected version %s) = %v, want a DuplicateIDError, not a conflict (IDs come before the version)", tc.expected, err)
+			}
+			wantDuplicateID(t, err, tc.dupID)
+			wantLogLen(t, s, 2, "after a duplicate ID")
+		})
+	}
 }
 
 // testRetryReturnsOriginal: re-appending the same events stores nothing and
 // returns the original result.
-func testRetryReturnsOriginal(t *testing.T, newStore Factory) {
-	s := newStore(t)
+func testRetryReturnsOriginal(t *testing.T, nb factory) {
+	s := store(t, nb)
 	mustAppend(t, s, "r", newEvents("Before", 2))
 	events := newEvents("Placed", 3)
 	first := mustAppend(t, s, "r", slices.Clone(events), eventstore.ExpectVersion(2))
@@ -112,8 +145,8 @@ func testRetryReturnsOriginal(t *testing.T, newStore Factory) {
 
 // testRetryBeforeVersionCheck: a retry succeeds whatever the expected version,
 // now that the stream has moved on.
-func testRetryBeforeVersionCheck(t *testing.T, newStore Factory) {
-	s := newStore(t)
+func testRetryBeforeVersionCheck(t *testing.T, nb factory) {
+	s := store(t, nb)
 	events := newEvents("Placed", 2)
 	first := mustAppend(t, s, "r", slices.Clone(events), eventstore.Expect(eventstore.NoStream))
 	mustAppend(t, s, "r", newEvents("Later", 3), eventstore.ExpectVersion(2))
@@ -135,8 +168,8 @@ func testRetryBeforeVersionCheck(t *testing.T, newStore Factory) {
 }
 
 // testRetryIgnoresMetadata: metadata is not compared.
-func testRetryIgnoresMetadata(t *testing.T, newStore Factory) {
-	s := newStore(t)
+func testRetryIgnoresMetadata(t *testing.T, nb factory) {
+	s := store(t, nb)
 	events := newEvents("Placed", 2)
 	first := mustAppend(t, s, "r", slices.Clone(events))
 	retry := slices.Clone(events)
@@ -150,8 +183,8 @@ func testRetryIgnoresMetadata(t *testing.T, newStore Factory) {
 
 // testSameIDOtherEvent: an ID stored for another type, other data or another
 // stream is ErrDuplicateID, and nothing is stored.
-func testSameIDOtherEvent(t *testing.T, newStore Factory) {
-	s := newStore(t)
+func testSameIDOtherEvent(t *testing.T, nb factory) {
+	s := store(t, nb)
 	stored := newEvent("Placed", 1)
 	mustAppend(t, s, "r", []recado.Event{stored})
 	cases := []struct {
@@ -181,8 +214,8 @@ func testSameIDOtherEvent(t *testing.T, newStore Factory) {
 
 // testPartialOverlap: a batch that reuses a stored ID anywhere but as an exact
 // retry is ErrDuplicateID, and none of its events are stored.
-func testPartialOverlap(t *testing.T, newStore Factory) {
-	s := newStore(t)
+func testPartialOverlap(t *testing.T, nb factory) {
+	s := store(t, nb)
 	stored := newEvents("Placed", 3)
 	mustAppend(t, s, "r", slices.Clone(stored))
 	fresh := func() recado.Event { return newEvent("Fresh", 9) }
@@ -228,8 +261,8 @@ func wantDuplicateID(tb testing.TB, err error, id string) {
 }
 
 // testSameIDTwiceInBatch: one ID twice in a batch is invalid input.
-func testSameIDTwiceInBatch(t *testing.T, newStore Factory) {
-	s := newStore(t)
+func testSameIDTwiceInBatch(t *testing.T, nb factory) {
+	s := store(t, nb)
 	e := newEvent("Placed", 1)
 	_, err := s.Append(t.Context(), "r", []recado.Event{e, newEvent("Other", 2), e})
 	if !errors.Is(err, eventstore.ErrInvalid) {
@@ -240,14 +273,15 @@ func testSameIDTwiceInBatch(t *testing.T, newStore Factory) {
 
 var concurrencyTests = []test{
 	{"ExactVersionOneWinner", testExactVersionOneWinner},
-	{"NoSkippedEventsSubscribe", func(t *testing.T, f Factory) { testNoSkippedEvents(t, f, true) }},
-	{"NoSkippedEventsReadAll", func(t *testing.T, f Factory) { testNoSkippedEvents(t, f, false) }},
+	{"NoSkippedEventsSubscribe", func(t *testing.T, nb factory) { testNoSkippedEvents(t, nb, true, false) }},
+	{"NoSkippedEventsReadAll", func(t *testing.T, nb factory) { testNoSkippedEvents(t, nb, false, false) }},
+	{"NoSkippedEventsUnitOfWork", func(t *testing.T, nb factory) { testNoSkippedEvents(t, nb, true, true) }},
 }
 
 // testExactVersionOneWinner: of N concurrent appends with the same exact
 // expected version, exactly one wins and the others get conflicts.
-func testExactVersionOneWinner(t *testing.T, newStore Factory) {
-	s := newStore(t)
+func testExactVersionOneWinner(t *testing.T, nb factory) {
+	s := store(t, nb)
 	n := scale(32, 8)
 	rounds := scale(5, 2)
 	mustAppend(t, s, "contended", newEvents("Start", 1))
