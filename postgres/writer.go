@@ -329,9 +329,11 @@ func (e *eventDriver) heldStreams(ctx context.Context, reqs []*appendReq) (map[s
 	return held, nil
 }
 
-// errNeedIDs ends a first attempt that found an append's first event ID
-// stored: whether the append is a retry is decided event by event, so the
-// group is run again with every ID looked up.
+// errNeedIDs ends a first attempt whose decision about an append of several
+// events depends on IDs it did not look up: its first event ID is stored
+// (whether it is a retry is decided event by event), or it was refused for
+// its version or a tombstone (a stored later ID, a duplicate ID, comes
+// first). The group is run again with every ID looked up.
 var errNeedIDs = errors.New("postgres: group commit: an append may be a retry; looking up all its IDs")
 
 // idTaken reports whether err is the unique index on event IDs refusing an
@@ -514,11 +516,26 @@ func (e *eventDriver) execute(ctx context.Context, unit *Tx, reqs []*appendReq, 
 	}
 	buf.reset()
 	e.decide(reqs, st, buf)
+	if !allIDs && refusedPartly(reqs) {
+		return false, errNeedIDs
+	}
 	sent, err = e.write(ctx, conn, own, st, buf, lock)
 	if h := e.hooks.afterCommit; h != nil && err == nil && own {
 		err = h(len(reqs))
 	}
 	return sent, err
+}
+
+// refusedPartly reports whether an append of several events, decided with
+// only its first ID looked up, was refused for its version or a tombstone:
+// with every ID looked up it may be a duplicate ID instead.
+func refusedPartly(reqs []*appendReq) bool {
+	for _, r := range reqs {
+		if o := r.r.Outcome; len(r.r.Events) > 1 && (o == driver.Conflict || o == driver.Deleted) {
+			return true
+		}
+	}
+	return false
 }
 
 // sender is a connection or a transaction: what a pipeline is sent on.
