@@ -150,7 +150,7 @@ func (e *eventDriver) State(ctx context.Context, stream string, tx recado.Tx) (d
 		if e.db.closed.Load() {
 			return driver.State{}, errClosed()
 		}
-		return driver.State{}, fmt.Errorf("postgres: stream state: %w", err)
+		return driver.State{}, fmt.Errorf("postgres: %w", err)
 	}
 	st.Version, st.Start = uint64(version), uint64(deleted)
 	return st, nil
@@ -189,7 +189,7 @@ func (e *eventDriver) ReadAll(ctx context.Context, after recado.Position, o driv
 		err := r.fetch(ctx, p, r.cur, r.pageSize(), !o.Backwards)
 		for {
 			if err != nil {
-				yield(recado.Event{}, fmt.Errorf("postgres: read the log after %s: %w", after, err))
+				yield(recado.Event{}, fmt.Errorf("postgres: reading a page of the log: %w", err))
 				return
 			}
 			n := r.pageSize()
@@ -268,7 +268,7 @@ func (r *allReader) start(ctx context.Context) error {
 	b := &pgx.Batch{}
 	r.queueHorizon(b)
 	if err := r.e.sendBatch(ctx, b); err != nil {
-		return fmt.Errorf("postgres: read the log: %w", err)
+		return fmt.Errorf("postgres: reading the horizon: %w", err)
 	}
 	if r.target >= 0 {
 		if err := r.e.waitHorizon(ctx, min(r.target, r.cur[0])); err != nil {
@@ -340,7 +340,7 @@ func (e *eventDriver) waitHorizon(ctx context.Context, major int64) error {
 		}
 		err := e.retryRead(ctx, func() error { return e.db.pool.QueryRow(ctx, q).Scan(&xmin, &holder) })
 		if err != nil {
-			return fmt.Errorf("postgres: read the log: wait for open transactions: %w", err)
+			return fmt.Errorf("postgres: waiting for open transactions: %w", err)
 		}
 		if xmin > major {
 			return nil
@@ -476,7 +476,7 @@ func (e *eventDriver) ReadStream(ctx context.Context, stream string, o driver.Re
 				return rs.Err()
 			})
 			if err := e.sendBatch(ctx, b); err != nil {
-				yield(recado.Event{}, fmt.Errorf("postgres: read stream: %w", err))
+				yield(recado.Event{}, fmt.Errorf("postgres: reading a page of the stream: %w", err))
 				return
 			}
 			// Each page comes with the stream's state of its own snapshot. A
