@@ -77,7 +77,8 @@ type Message struct {
 	// its stream (Key); 0 otherwise.
 	Version uint64
 	// Time is when the message was created (for an event, when it was
-	// recorded). Publish keeps it, to the microsecond, in UTC.
+	// recorded). It arrives in UTC, to the nanosecond or to the precision
+	// of the broker's headers if less.
 	Time time.Time
 }
 
@@ -168,7 +169,7 @@ type Publisher interface {
 // Implementations are safe for concurrent use.
 type Subscriber interface {
 	// Subscribe joins group on topic and returns once the group exists on
-	// the broker: every message published to topic after Subscribe returned
+	// the broker (names that [CheckName] refuses fail with [ErrInvalid]): every message published to topic after Subscribe returned
 	// is delivered to the group (to one of its members at a time) until it
 	// is acked, however many members come and go. Whether messages published
 	// before the group's first Subscribe reach it depends on the broker.

@@ -1,0 +1,28 @@
+package inproc_test
+
+import (
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/recado-dev/recado/transport"
+	"github.com/recado-dev/recado/transport/inproc"
+	"github.com/recado-dev/recado/transport/transporttest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestConformance(t *testing.T) {
+	transporttest.Run(t, func(tb testing.TB) transporttest.Transport {
+		b := inproc.New()
+		tb.Cleanup(func() { _ = b.Close() })
+		return transporttest.Transport{
+			Publisher:     b.Publisher(),
+			NewSubscriber: func(testing.TB) transport.Subscriber { return b.Subscriber() },
+			Outage: func(testing.TB) func() {
+				b.SetDown(true)
+				return func() { b.SetDown(false) }
+			},
+		}
+	})
+}
