@@ -57,7 +57,9 @@ func (e *Error) Unwrap() error { return e.Err }
 
 // Message is what travels through a broker: one event, usually.
 type Message struct {
-	// ID identifies the message: 1 to MaxIDLen bytes of UTF-8 without NUL.
+	// ID identifies the message: 1 to MaxIDLen bytes of UTF-8 without
+	// control characters (the same holds for Key and Type, which travel as
+	// headers too).
 	// A message published twice carries the same ID (the outbox relay uses
 	// the event's ID), so brokers that de-duplicate drop the second copy,
 	// and consumers recognise it (package resilience/inbox; see [Inbox]).
@@ -138,8 +140,8 @@ func checkText(what, s string, max int, required bool) error {
 		return fmt.Errorf("%w: %s is %d bytes, longer than %d", ErrInvalid, what, len(s), max)
 	case !utf8.ValidString(s):
 		return fmt.Errorf("%w: %s is not valid UTF-8", ErrInvalid, what)
-	case strings.IndexByte(s, 0) >= 0:
-		return fmt.Errorf("%w: %s contains a NUL byte", ErrInvalid, what)
+	case strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == 0x7f }):
+		return fmt.Errorf("%w: %s contains a control character (headers cannot carry one)", ErrInvalid, what)
 	}
 	return nil
 }

@@ -329,7 +329,9 @@ func testKeyOrder(t *testing.T, tr Transport) {
 }
 
 // Two members of a group share its messages: each is delivered to one of
-// them, and both get some.
+// them (again only after a redelivery), and both get some, even when one
+// member holds its first delivery (and whatever it fetched ahead) until the
+// other has one.
 func testCompeting(t *testing.T, tr Transport) {
 	topic, group := Name("t"), Name("g")
 	subs := []transport.Subscription{
@@ -344,6 +346,7 @@ func testCompeting(t *testing.T, tr Transport) {
 	var (
 		mu      sync.Mutex
 		acked   = map[string]int{}
+		retried = map[string]bool{} // delivered with Attempt > 1
 		counts  [2]int
 		started = [2]chan struct{}{make(chan struct{}), make(chan struct{})}
 	)
@@ -371,6 +374,7 @@ func testCompeting(t *testing.T, tr Transport) {
 				}
 				mu.Lock()
 				acked[d.ID]++
+				retried[d.ID] = retried[d.ID] || d.Attempt > 1
 				counts[i]++
 				if len(acked) == n {
 					cancel()
@@ -384,8 +388,10 @@ func testCompeting(t *testing.T, tr Transport) {
 		t.Fatalf("%d of %d messages delivered within %v", len(acked), n, tr.Wait)
 	}
 	for id, c := range acked {
-		if c != 1 {
-			t.Errorf("%s acked %d times", id, c)
+		// A member that holds a delivery past the broker's ack timeout has
+		// it delivered again (to the other member): at least once.
+		if c != 1 && !retried[id] {
+			t.Errorf("%s acked %d times, never redelivered", id, c)
 		}
 	}
 	if counts[0] == 0 || counts[1] == 0 {

@@ -1,0 +1,103 @@
+package nats_test
+
+import (
+	"context"
+	"os"
+	"testing"
+	"time"
+
+	natsgo "github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/goleak"
+
+	"github.com/recado-dev/recado/transport"
+	"github.com/recado-dev/recado/transport/nats"
+	"github.com/recado-dev/recado/transport/transporttest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// open returns a broker for one test, with short ack waits so that the
+// suite's redeliveries after a member vanished come quickly.
+func open(tb testing.TB, url string) *nats.Broker {
+	tb.Helper()
+	b, err := nats.Open(context.Background(), nats.Options{URL: url, AckWait: 3 * time.Second, Memory: url == "" && testing.Short()})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = b.Close() })
+	return b
+}
+
+func conformance(t *testing.T, url string) {
+	transporttest.Run(t, func(tb testing.TB) transporttest.Transport {
+		b := open(tb, url)
+		p, err := b.Publisher()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tr := transporttest.Transport{
+			Publisher: p,
+			NewSubscriber: func(tb testing.TB) transport.Subscriber {
+				s, err := b.Subscriber()
+				if err != nil {
+					tb.Fatal(err)
+				}
+				return s
+			},
+			Features: transporttest.Features{Dedup: true},
+		}
+		if url == "" {
+			tr.Outage = func(tb testing.TB) func() {
+				b.StopServer()
+				return func() {
+					if err := b.StartServer(); err != nil {
+						tb.Fatal(err)
+					}
+				}
+			}
+		}
+		return tr
+	})
+}
+
+func TestEmbedded(t *testing.T) { conformance(t, "") }
+
+// TestExternal runs the suite against the server RECADO_TEST_NATS names
+// (.ci/run sets it).
+func TestExternal(t *testing.T) {
+	url := os.Getenv("RECADO_TEST_NATS")
+	if url == "" {
+		t.Skip("RECADO_TEST_NATS is not set")
+	}
+	before := streams(t, url)
+	t.Cleanup(func() { // leave the shared server as it was
+		nc, err := natsgo.Connect(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		js, _ := jetstream.New(nc)
+		for name := range streams(t, url) {
+			if !before[name] {
+				_ = js.DeleteStream(context.Background(), name)
+			}
+		}
+	})
+	conformance(t, url)
+}
+
+func streams(t *testing.T, url string) map[string]bool {
+	nc, err := natsgo.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	names := map[string]bool{}
+	l := js.StreamNames(context.Background())
+	for n := range l.Name() {
+		names[n] = true
+	}
+	return names
+}
