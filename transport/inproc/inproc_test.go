@@ -26,3 +26,15 @@ func TestConformance(t *testing.T) {
 		}
 	})
 }
+
+// Relay, broker and inbox consumer through publish failures, lost
+// confirms, dropped connections, duplicates and reorders: every event has
+// its effect once.
+func TestChaos(t *testing.T) {
+	b := inproc.New()
+	defer b.Close()
+	transporttest.RunChaos(t, transporttest.Transport{
+		Publisher:     b.Publisher(),
+		NewSubscriber: func(testing.TB) transport.Subscriber { return b.Subscriber() },
+	}, transporttest.Chaos{})
+}

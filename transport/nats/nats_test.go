@@ -101,3 +101,26 @@ func streams(t *testing.T, url string) map[string]bool {
 	}
 	return names
 }
+
+// The relay, the embedded server and an inbox consumer through publish
+// failures, lost confirms, dropped connections, duplicates and reorders:
+// every event has its effect once.
+func TestChaos(t *testing.T) {
+	b := open(t, "")
+	p, err := b.Publisher()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	transporttest.RunChaos(t, transporttest.Transport{
+		Publisher: p,
+		NewSubscriber: func(tb testing.TB) transport.Subscriber {
+			s, err := b.Subscriber()
+			if err != nil {
+				tb.Fatal(err)
+			}
+			tb.Cleanup(func() { _ = s.Close() })
+			return s
+		},
+	}, transporttest.Chaos{})
+}
