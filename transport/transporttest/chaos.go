@@ -180,5 +180,5 @@ func (s *chaosSubscription) Close() error { return s.sub.Close() }
 
 type nopAcker struct{}
 
-func (nopAcker) Ack(context.Context) error                { return nil }
+func (nopAcker) Ack(context.Context) error                 { return nil }
 func (nopAcker) Nack(context.Context, time.Duration) error { return nil }
