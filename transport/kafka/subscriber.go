@@ -86,12 +86,13 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic, group string) (transp
 		return fail(fmt.Errorf("%w: kafka: the group was not joined: %v", transport.ErrUnavailable, ctx.Err()))
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
-		go sub.Close()
+		s.mu.Unlock()
+		_ = sub.Close()
 		return fail(transport.ErrClosed)
 	}
 	s.subs[sub] = true
+	s.mu.Unlock()
 	return sub, nil
 }
 
@@ -178,8 +179,7 @@ type rec struct {
 type subscription struct {
 	owner                          *Subscriber
 	topic, group, main, retry, gid string
-	cl                             *kgo.Client
-	adm                            *kadm.Client
+	cl                             *kgo.Client     // set after the callbacks may run: they use their argument
 	ctx                            context.Context // ends at Close
 	cancel                         context.CancelFunc
 	joined                         chan struct{}
@@ -213,7 +213,7 @@ func (s *Subscriber) newSubscription(topic, group string) (*subscription, error)
 		sub.cancel()
 		return nil, err
 	}
-	sub.cl, sub.adm = cl, kadm.NewClient(cl)
+	sub.cl = cl
 	sub.wg.Go(sub.poll)
 	sub.wg.Go(sub.commitLoop)
 	return sub, nil
@@ -266,18 +266,23 @@ func (s *subscription) add(r *kgo.Record) int32 {
 	}
 	p.order = append(p.order, r.Offset)
 	p.next = r.Offset + 1
+	resume := int32(-1)
+	if p.catchUp >= 0 && r.Offset >= p.catchUp-1 {
+		p.catchUp = -1
+		resume = p.partition
+	}
 	m, attempts, due, err := message(r)
 	if err != nil {
 		s.log("transport/kafka: skipped a record that recado cannot read", "topic", r.Topic, "partition", r.Partition,
 			"offset", r.Offset, "error", err)
 		p.settled[r.Offset] = true
-		return -1
+		return resume
 	}
 	rc := &rec{s: s, p: p, offset: r.Offset, m: m, attempt: attempts + 1, due: due}
 	if !p.retry {
 		s.ready = append(s.ready, rc)
 		s.wakeLocked()
-		return -1
+		return resume
 	}
 	if p.expect[m.Key] > 0 {
 		p.expect[m.Key]--
@@ -286,11 +291,7 @@ func (s *subscription) add(r *kgo.Record) int32 {
 	}
 	p.waiting = append(p.waiting, rc)
 	s.release(p)
-	if p.catchUp >= 0 && r.Offset >= p.catchUp-1 {
-		p.catchUp = -1
-		return p.partition
-	}
-	return -1
+	return resume
 }
 
 // release moves the due records at the head of p's waiting queue to ready,
@@ -494,14 +495,15 @@ func (s *subscription) assigned(ctx context.Context, cl *kgo.Client, assigned ma
 	}
 	actx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	ends, err := s.adm.ListEndOffsets(actx, s.retry)
+	adm := kadm.NewClient(cl)
+	ends, err := adm.ListEndOffsets(actx, s.retry)
 	if err != nil {
 		s.log("transport/kafka: cannot read the retry topic's end; keys may be delivered ahead of their retries",
 			"topic", s.retry, "error", err)
 		return
 	}
-	starts, _ := s.adm.ListStartOffsets(actx, s.retry)
-	committed, _ := s.adm.FetchOffsets(actx, s.gid)
+	starts, _ := adm.ListStartOffsets(actx, s.retry)
+	committed, _ := adm.FetchOffsets(actx, s.gid)
 	var pause []int32
 	s.mu.Lock()
 	for _, p := range retryPs {
@@ -528,18 +530,18 @@ func (s *subscription) assigned(ctx context.Context, cl *kgo.Client, assigned ma
 }
 
 func (s *subscription) revoked(ctx context.Context, cl *kgo.Client, revoked map[string][]int32) {
-	s.handBack(revoked, true)
+	s.handBack(cl, revoked, true)
 }
 
 func (s *subscription) lost(ctx context.Context, cl *kgo.Client, lost map[string][]int32) {
-	s.handBack(lost, false)
+	s.handBack(cl, lost, false)
 }
 
 // handBack gives up the partitions in which: if the member still owns them
 // (a revocation), it re-publishes the records it delivered and did not
 // settle to the retry topic with one more attempt, and commits. Records
 // fetched and not delivered are left to the next owner.
-func (s *subscription) handBack(which map[string][]int32, owned bool) {
+func (s *subscription) handBack(cl *kgo.Client, which map[string][]int32, owned bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	s.mu.Lock()
@@ -569,7 +571,7 @@ func (s *subscription) handBack(which map[string][]int32, owned bool) {
 		for i, rc := range back {
 			copies[i] = record(s.retry, &rc.m, rc.attempt, time.Time{})
 		}
-		err := s.cl.ProduceSync(ctx, copies...).FirstErr()
+		err := cl.ProduceSync(ctx, copies...).FirstErr()
 		s.mu.Lock()
 		if err == nil {
 			for _, rc := range back {
@@ -594,7 +596,7 @@ func (s *subscription) handBack(which map[string][]int32, owned bool) {
 		if !pt.retry {
 			paused = append(paused, pt.partition)
 		}
-		if off := pt.commitOffset(); off > pt.committed && off >= 0 {
+		if off := pt.commitOffset(); off >= 0 {
 			if offsets[pt.topic] == nil {
 				offsets[pt.topic] = map[int32]kgo.EpochOffset{}
 			}
@@ -604,10 +606,10 @@ func (s *subscription) handBack(which map[string][]int32, owned bool) {
 	s.ready = slices.DeleteFunc(s.ready, func(rc *rec) bool { return rc.p.gone })
 	s.mu.Unlock()
 	if owned && len(offsets) > 0 {
-		s.cl.CommitOffsetsSync(ctx, offsets, s.onCommit)
+		cl.CommitOffsetsSync(ctx, offsets, s.onCommit)
 	}
 	if len(paused) > 0 {
-		s.cl.ResumeFetchPartitions(map[string][]int32{s.main: paused})
+		cl.ResumeFetchPartitions(map[string][]int32{s.main: paused})
 	}
 }
 
