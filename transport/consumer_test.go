@@ -225,7 +225,7 @@ func TestInbox(t *testing.T) {
 type failingPublisher struct{ err error }
 
 func (p failingPublisher) Publish(context.Context, string, ...transport.Message) error { return p.err }
-func (p failingPublisher) Close() error                                                 { return nil }
+func (p failingPublisher) Close() error                                                { return nil }
 
 func TestGuard(t *testing.T) {
 	ctx := context.Background()
