@@ -124,3 +124,24 @@ func TestChaos(t *testing.T) {
 		},
 	}, transporttest.Chaos{})
 }
+
+// BenchmarkTransport runs the shared benchmarks on the embedded server
+// (streams on disk), or on RECADO_TEST_NATS when set.
+func BenchmarkTransport(b *testing.B) {
+	url := os.Getenv("RECADO_TEST_NATS")
+	transporttest.Bench(b, func(tb testing.TB) transporttest.Transport {
+		br := open(tb, url)
+		p, err := br.Publisher()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { _ = p.Close() })
+		return transporttest.Transport{Publisher: p, NewSubscriber: func(tb testing.TB) transport.Subscriber {
+			s, err := br.Subscriber()
+			if err != nil {
+				tb.Fatal(err)
+			}
+			return s
+		}}
+	})
+}
