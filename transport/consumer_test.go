@@ -133,11 +133,12 @@ func TestConsumerRunTwice(t *testing.T) {
 	defer db.Close()
 	defer b.Close()
 	c := consumer(t, b, db, func(context.Context, transport.Message) error { return nil }, transport.ConsumerConfig{})
-	run(t, c)
+	stop := run(t, c)
 	time.Sleep(20 * time.Millisecond)
 	if err := c.Run(context.Background()); err == nil {
 		t.Error("a second Run at the same time succeeded")
 	}
+	stop()
 }
 
 // A closed Subscriber ends Run with ErrClosed: nothing can mend it.

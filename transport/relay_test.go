@@ -122,10 +122,13 @@ func deliveredIDs(ds []transport.Delivery) []string {
 func TestRelayPublishesCommittedEvents(t *testing.T) {
 	f := newFixture(t)
 	a := f.append(t, "order-1", 300) // more than a batch, before the relay starts
-	stop := run(t, f.relay(t, "r1", transport.RelayConfig{Batch: 64}))
+	checkpointed := make(chan int, 100)
+	stop := run(t, f.relay(t, "r1", transport.RelayConfig{Batch: 64, OnPublished: func(e []recado.Event) { checkpointed <- len(e) }}))
 	got := f.receive(t, 300)
 	b := f.append(t, "order-2", 5) // while it runs
 	got = append(got, f.receive(t, 5)...)
+	for n := 0; n < 305; n += <-checkpointed {
+	}
 	stop()
 	if want := append(a, b...); !slices.Equal(deliveredIDs(got), want) {
 		t.Fatalf("delivered %d events out of order or not all", len(got))
@@ -155,8 +158,11 @@ func TestRelayPublishesCommittedEvents(t *testing.T) {
 func TestRelayResumesFromCheckpoint(t *testing.T) {
 	f := newFixture(t)
 	a := f.append(t, "s", 50)
-	stop := run(t, f.relay(t, "r1", transport.RelayConfig{}))
+	checkpointed := make(chan int, 10)
+	stop := run(t, f.relay(t, "r1", transport.RelayConfig{OnPublished: func(e []recado.Event) { checkpointed <- len(e) }}))
 	f.receive(t, 50)
+	for n := 0; n < 50; n += <-checkpointed {
+	}
 	stop()
 	b := f.append(t, "s", 10)
 	run(t, f.relay(t, "r2", transport.RelayConfig{}))
