@@ -68,10 +68,10 @@ func wmPublisher(b *testing.B, url string) *wmnats.Publisher {
 	return p
 }
 
-func wmSubscriber(b *testing.B, url string) *wmnats.Subscriber {
+func wmSubscriber(b *testing.B, url string, ackAsync bool) *wmnats.Subscriber {
 	s, err := wmnats.NewSubscriber(wmnats.SubscriberConfig{URL: url, QueueGroupPrefix: "g", SubscribersCount: 1,
 		AckWaitTimeout: 30 * time.Second, Unmarshaler: &wmnats.NATSMarshaler{},
-		JetStream: wmnats.JetStreamConfig{AutoProvision: true, DurablePrefix: "g",
+		JetStream: wmnats.JetStreamConfig{AutoProvision: true, DurablePrefix: "g", AckAsync: ackAsync,
 			SubscribeOptions: []natsgo.SubOpt{natsgo.DeliverAll(), natsgo.AckExplicit()}}}, watermill.NopLogger{})
 	if err != nil {
 		b.Fatal(err)
@@ -172,9 +172,21 @@ func BenchmarkNATSConsume(b *testing.B) {
 			b.Fatal(err)
 		}
 	})
-	b.Run("watermill", func(b *testing.B) {
+	// Watermill acks synchronously by default (it waits for the server's
+	// reply); recado's Ack does not wait, like Watermill's AckAsync.
+	for _, async := range []bool{false, true} {
+		name := "watermill"
+		if async {
+			name = "watermill-AckAsync"
+		}
+		b.Run(name, func(b *testing.B) { wmConsume(b, br, async) })
+	}
+}
+
+func wmConsume(b *testing.B, br *nats.Broker, async bool) {
+	{
 		topic := topicName("w")
-		s := wmSubscriber(b, br.URL())
+		s := wmSubscriber(b, br.URL(), async)
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		ch, err := s.Subscribe(ctx, topic) // makes the stream and the durable consumer
@@ -199,5 +211,5 @@ func BenchmarkNATSConsume(b *testing.B) {
 		}
 		b.StopTimer()
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
-	})
+	}
 }
