@@ -199,31 +199,43 @@ func (c *Consumer) Run(ctx context.Context) error {
 			}
 		})
 	}
-	wg.Go(func() { c.replayLoop(ctx, hctx) })
-	err = c.receiveLoop(ctx, queues)
+	rctx, rcancel := context.WithCancel(ctx)
+	defer rcancel()
+	wg.Go(func() { c.replayLoop(rctx, hctx) })
+	sub, err := c.receiveLoop(ctx, queues)
+	rcancel()
 	for _, q := range queues {
 		close(q)
 	}
 	wg.Wait()
+	if sub != nil {
+		// Closed only now that the handlers under way have settled their
+		// deliveries: closing hands back what is unsettled.
+		_ = sub.Close()
+	}
 	return err
 }
 
 var seed = maphash.MakeSeed()
 
-// receiveLoop receives and dispatches deliveries until ctx ends.
-func (c *Consumer) receiveLoop(ctx context.Context, queues []chan Delivery) error {
+// receiveLoop receives and dispatches deliveries until ctx ends, and
+// returns the subscription then open, for Run to close.
+func (c *Consumer) receiveLoop(ctx context.Context, queues []chan Delivery) (Subscription, error) {
 	failures := 0
 	for ctx.Err() == nil {
 		sub, err := c.sub.Subscribe(ctx, c.topic, c.group)
 		if err == nil {
 			err = c.drain(ctx, sub, queues)
-			_ = sub.Close() // hands back what was received and not dispatched
+			if ctx.Err() != nil {
+				return sub, nil
+			}
+			_ = sub.Close()
 		}
 		switch {
 		case ctx.Err() != nil:
-			return nil
+			return nil, nil
 		case errors.Is(err, ErrClosed):
-			return &Error{Op: "consume", Topic: c.topic, Err: err}
+			return nil, &Error{Op: "consume", Topic: c.topic, Err: err}
 		}
 		failures++
 		delay := c.cfg.Backoff.Delay(min(failures, 10))
@@ -232,11 +244,11 @@ func (c *Consumer) receiveLoop(ctx context.Context, queues []chan Delivery) erro
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return nil
+			return nil, nil
 		case <-t.C:
 		}
 	}
-	return nil
+	return nil, nil
 }
 
 // drain receives from sub until ctx ends or Receive fails.

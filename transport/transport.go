@@ -213,7 +213,10 @@ type Delivery struct {
 	// Topic is where the message was published.
 	Topic string
 	// Attempt is 1 the first time the message is delivered to the group, 2
-	// the next time, and so on: the broker counts deliveries.
+	// the next time, and so on: the broker counts deliveries. A nack always
+	// counts; a delivery handed back by a member that closed or died counts
+	// where the broker keeps a count (NATS, RabbitMQ) and may not where it
+	// cannot (a Kafka consumer that restarts from its committed offset).
 	Attempt int
 	// Acker settles the delivery with its broker.
 	Acker Acker

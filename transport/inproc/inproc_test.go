@@ -38,3 +38,12 @@ func TestChaos(t *testing.T) {
 		NewSubscriber: func(testing.TB) transport.Subscriber { return b.Subscriber() },
 	}, transporttest.Chaos{})
 }
+
+func BenchmarkTransport(b *testing.B) {
+	transporttest.Bench(b, func(tb testing.TB) transporttest.Transport {
+		br := inproc.New()
+		tb.Cleanup(func() { _ = br.Close() })
+		return transporttest.Transport{Publisher: br.Publisher(),
+			NewSubscriber: func(testing.TB) transport.Subscriber { return br.Subscriber() }}
+	})
+}

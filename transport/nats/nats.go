@@ -10,7 +10,7 @@
 // processes reach it at [Broker.URL]. With a URL it connects to an external
 // server or cluster, which must have JetStream enabled.
 //
-// Every Publisher and Subscriber is a connection of its own, which
+// Every Publisher and every Subscription is a connection of its own, which
 // reconnects by itself: while the server is away, publishes fail at once
 // with transport.ErrUnavailable (put transport.Guard in front for a
 // breaker), and Receive waits.
@@ -201,18 +201,12 @@ func (b *Broker) Publisher() (transport.Publisher, error) {
 	return &publisher{b: b, nc: nc, js: js, streams: map[string]bool{}}, nil
 }
 
-// Subscriber opens a connection for subscribing.
+// Subscriber returns a subscriber. Each of its subscriptions is a
+// connection of its own, so that closing one withdraws its pull requests
+// from the server at once (a pull request left behind would take messages
+// that then wait out the ack timeout).
 func (b *Broker) Subscriber() (transport.Subscriber, error) {
-	nc, err := b.connect()
-	if err != nil {
-		return nil, &transport.Error{Op: "subscribe", Err: err}
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		nc.Close()
-		return nil, err
-	}
-	return &subscriber{b: b, nc: nc, js: js, subs: map[*subscription]bool{}}, nil
+	return &subscriber{b: b, subs: map[*subscription]bool{}}, nil
 }
 
 func streamName(topic string) string { return "recado_" + topic }
@@ -332,9 +326,7 @@ func (p *publisher) Close() error {
 }
 
 type subscriber struct {
-	b  *Broker
-	nc *nats.Conn
-	js jetstream.JetStream
+	b *Broker
 
 	mu     sync.Mutex
 	subs   map[*subscription]bool
@@ -357,17 +349,29 @@ func (s *subscriber) Subscribe(ctx context.Context, topic, group string) (transp
 	if closed {
 		return fail(transport.ErrClosed)
 	}
-	if err := s.b.ensureStream(ctx, s.js, topic); err != nil {
-		return fail(unavailable(s.nc, err))
+	nc, err := s.b.connect()
+	if err != nil {
+		return fail(err)
 	}
-	sub := &subscription{owner: s, topic: topic, unsettled: map[*acker]bool{}, cfg: jetstream.ConsumerConfig{
+	js, err := jetstream.New(nc)
+	if err == nil {
+		err = s.b.ensureStream(ctx, js, topic)
+	}
+	if err != nil {
+		err = unavailable(nc, err)
+		nc.Close()
+		return fail(err)
+	}
+	sub := &subscription{owner: s, nc: nc, js: js, topic: topic, unsettled: map[*acker]bool{}, cfg: jetstream.ConsumerConfig{
 		Durable: group, AckPolicy: jetstream.AckExplicitPolicy, AckWait: s.b.opts.AckWait,
 		DeliverPolicy: jetstream.DeliverAllPolicy, MaxDeliver: -1, MaxAckPending: max(1000, 4*s.b.opts.Prefetch),
 		FilterSubject: subject(topic),
 	}}
 	sub.ctx, sub.cancel = context.WithCancel(context.Background())
 	if err := sub.start(ctx); err != nil {
-		return fail(unavailable(s.nc, err))
+		err = unavailable(nc, err)
+		nc.Close()
+		return fail(err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -392,13 +396,13 @@ func (s *subscriber) Close() error {
 	for sub := range subs {
 		sub.close()
 	}
-	_ = s.nc.Flush()
-	s.nc.Close()
 	return nil
 }
 
 type subscription struct {
 	owner  *subscriber
+	nc     *nats.Conn
+	js     jetstream.JetStream
 	cfg    jetstream.ConsumerConfig
 	topic  string
 	ctx    context.Context // ends at Close
@@ -413,7 +417,7 @@ type subscription struct {
 // start makes the group's durable consumer (if it does not exist) and
 // starts fetching from it.
 func (s *subscription) start(ctx context.Context) error {
-	cons, err := s.owner.js.CreateOrUpdateConsumer(ctx, streamName(s.topic), s.cfg)
+	cons, err := s.js.CreateOrUpdateConsumer(ctx, streamName(s.topic), s.cfg)
 	if err != nil {
 		return err
 	}
@@ -461,13 +465,13 @@ func (s *subscription) Receive(ctx context.Context) (transport.Delivery, error) 
 		case ctx.Err() != nil:
 			return fail(ctx.Err())
 		case errors.Is(err, jetstream.ErrMsgIteratorClosed):
-			if s.owner.nc.IsClosed() {
+			if s.nc.IsClosed() {
 				return fail(transport.ErrClosed)
 			}
 			// The iterator gave up (the consumer vanished with the server):
 			// make the consumer again and go on.
 			if err := s.restart(ctx); err != nil {
-				return fail(unavailable(s.owner.nc, err))
+				return fail(unavailable(s.nc, err))
 			}
 		default:
 			// A missed heartbeat while the server is away: wait and go on.
@@ -485,7 +489,7 @@ func (s *subscription) restart(ctx context.Context) error {
 	old := s.iter
 	s.mu.Unlock()
 	old.Stop()
-	if err := s.owner.b.ensureStream(ctx, s.owner.js, s.topic); err != nil {
+	if err := s.owner.b.ensureStream(ctx, s.js, s.topic); err != nil {
 		return err
 	}
 	return s.start(ctx)
@@ -525,13 +529,20 @@ func (s *subscription) close() {
 	it := s.iter
 	s.mu.Unlock()
 	s.cancel()
+	// Drain: unsubscribe, and NAK what was fetched ahead, until the
+	// subscription has gone from the server; a pull request of a
+	// subscription still known to the server would take messages that then
+	// wait out the ack timeout.
 	it.Drain()
-	for {
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); {
 		m, err := it.Next(jetstream.NextMaxWait(20 * time.Millisecond))
-		if err != nil {
+		if err == nil {
+			_ = m.Nak()
+			continue
+		}
+		if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
 			break
 		}
-		_ = m.Nak()
 	}
 	s.mu.Lock()
 	unsettled := s.unsettled
@@ -540,7 +551,8 @@ func (s *subscription) close() {
 	for a := range unsettled {
 		_ = a.m.Nak()
 	}
-	_ = s.owner.nc.Flush()
+	_ = s.nc.Flush()
+	s.nc.Close()
 	s.owner.mu.Lock()
 	delete(s.owner.subs, s)
 	s.owner.mu.Unlock()
@@ -566,7 +578,7 @@ func (a *acker) Ack(ctx context.Context) error {
 		return err
 	}
 	if err := a.m.Ack(); err != nil {
-		return &transport.Error{Op: "ack", Topic: a.s.topic, Err: unavailable(a.s.owner.nc, err)}
+		return &transport.Error{Op: "ack", Topic: a.s.topic, Err: unavailable(a.s.nc, err)}
 	}
 	return nil
 }
@@ -582,7 +594,7 @@ func (a *acker) Nack(ctx context.Context, delay time.Duration) error {
 		err = a.m.Nak()
 	}
 	if err != nil {
-		return &transport.Error{Op: "nack", Topic: a.s.topic, Err: unavailable(a.s.owner.nc, err)}
+		return &transport.Error{Op: "nack", Topic: a.s.topic, Err: unavailable(a.s.nc, err)}
 	}
 	return nil
 }

@@ -71,23 +71,27 @@ func TestExternal(t *testing.T) {
 		t.Skip("RECADO_TEST_NATS is not set")
 	}
 	before := streams(t, url)
-	t.Cleanup(func() { // leave the shared server as it was
-		nc, err := natsgo.Connect(url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer nc.Close()
-		js, _ := jetstream.New(nc)
-		for name := range streams(t, url) {
-			if !before[name] {
-				_ = js.DeleteStream(context.Background(), name)
-			}
-		}
-	})
+	t.Cleanup(func() { deleteStreamsSince(t, url, before) })
 	conformance(t, url)
 }
 
-func streams(t *testing.T, url string) map[string]bool {
+// deleteStreamsSince leaves the shared server as it was: it deletes the
+// streams that are not in before.
+func deleteStreamsSince(t testing.TB, url string, before map[string]bool) {
+	nc, err := natsgo.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	for name := range streams(t, url) {
+		if !before[name] {
+			_ = js.DeleteStream(context.Background(), name)
+		}
+	}
+}
+
+func streams(t testing.TB, url string) map[string]bool {
 	nc, err := natsgo.Connect(url)
 	if err != nil {
 		t.Fatal(err)
@@ -123,4 +127,29 @@ func TestChaos(t *testing.T) {
 			return s
 		},
 	}, transporttest.Chaos{})
+}
+
+// BenchmarkTransport runs the shared benchmarks on the embedded server
+// (streams on disk), or on RECADO_TEST_NATS when set.
+func BenchmarkTransport(b *testing.B) {
+	url := os.Getenv("RECADO_TEST_NATS")
+	if url != "" {
+		before := streams(b, url)
+		b.Cleanup(func() { deleteStreamsSince(b, url, before) })
+	}
+	transporttest.Bench(b, func(tb testing.TB) transporttest.Transport {
+		br := open(tb, url)
+		p, err := br.Publisher()
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { _ = p.Close() })
+		return transporttest.Transport{Publisher: p, NewSubscriber: func(tb testing.TB) transport.Subscriber {
+			s, err := br.Subscriber()
+			if err != nil {
+				tb.Fatal(err)
+			}
+			return s
+		}}
+	})
 }

@@ -30,7 +30,7 @@ import (
 	"github.com/recado-dev/recado/transport/transporttest"
 )
 
-var payload = func() []byte {
+var data256 = func() []byte {
 	b := make([]byte, 256)
 	for i := range b {
 		b[i] = 'a' + byte(i%26)
@@ -62,7 +62,7 @@ type recadoPub struct {
 func (r recadoPub) publish(n int) error {
 	msgs := make([]transport.Message, n)
 	for i := range msgs {
-		msgs[i] = transport.Message{ID: recado.NewID(), Key: "k", Type: "Bench", Data: payload}
+		msgs[i] = transport.Message{ID: recado.NewID(), Key: "k", Type: "Bench", Data: data256}
 	}
 	return r.p.Publish(context.Background(), r.topic, msgs...)
 }
@@ -77,7 +77,7 @@ type watermillPub struct {
 func (w watermillPub) publish(n int) error {
 	msgs := make([]*message.Message, n)
 	for i := range msgs {
-		msgs[i] = message.NewMessage(watermill.NewUUID(), payload)
+		msgs[i] = message.NewMessage(watermill.NewUUID(), data256)
 	}
 	return w.p.Publish(w.topic, msgs...)
 }
@@ -145,7 +145,7 @@ func newWatermillRabbit(b *testing.B, u string, confirm bool) publisher {
 // goroutine 100 messages a call (batch100).
 func runPublish(b *testing.B, p publisher, mode string) {
 	defer p.close()
-	b.SetBytes(int64(len(payload)))
+	b.SetBytes(int64(len(data256)))
 	b.ResetTimer()
 	start := time.Now()
 	switch mode {
@@ -225,7 +225,7 @@ func BenchmarkRabbitMQConsume(b *testing.B) {
 				b.Fatal(err)
 			}
 			fill(b, recadoPub{p: p, topic: topic})
-			b.SetBytes(int64(len(payload)))
+			b.SetBytes(int64(len(data256)))
 			b.ResetTimer()
 			start := time.Now()
 			for range b.N {
@@ -251,14 +251,14 @@ func BenchmarkRabbitMQConsume(b *testing.B) {
 		if err := sub.SubscribeInitialize(topic); err != nil {
 			b.Fatal(err)
 		}
-		p, err := wamqp.NewPublisher(cfg, watermill.NopLogger{})
+		p, err := wamqp.NewPublisher(watermillConfig(u, false), watermill.NopLogger{}) // filling is not measured
 		if err != nil {
 			b.Fatal(err)
 		}
 		fill(b, watermillPub{p: p, topic: topic})
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		b.SetBytes(int64(len(payload)))
+		b.SetBytes(int64(len(data256)))
 		b.ResetTimer()
 		start := time.Now()
 		msgs, err := sub.Subscribe(ctx, topic)
@@ -308,7 +308,7 @@ func latency(b *testing.B, p transport.Publisher, sub transport.Subscription, to
 	lat := make([]time.Duration, 0, b.N)
 	b.ResetTimer()
 	for range b.N {
-		m := transport.Message{ID: recado.NewID(), Key: "k", Type: "Bench", Data: payload}
+		m := transport.Message{ID: recado.NewID(), Key: "k", Type: "Bench", Data: data256}
 		t0 := time.Now()
 		if err := p.Publish(ctx, topic, m); err != nil {
 			b.Fatal(err)
@@ -408,7 +408,7 @@ func BenchmarkKafkaConsume(b *testing.B) {
 		}
 		fill(b, recadoPub{p: p, topic: topic})
 		ctx := context.Background()
-		b.SetBytes(int64(len(payload)))
+		b.SetBytes(int64(len(data256)))
 		b.ResetTimer()
 		start := time.Now()
 		sub := kafkaSubscription(b, opts, topic)
