@@ -76,6 +76,7 @@ func (c *cluster) transport(tb testing.TB) transporttest.Transport {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	tb.Cleanup(func() { _ = p.Close() })
 	return transporttest.Transport{
 		Publisher: p,
 		NewSubscriber: func(tb testing.TB) transport.Subscriber {
@@ -91,6 +92,13 @@ func (c *cluster) transport(tb testing.TB) transporttest.Transport {
 
 func TestConformance(t *testing.T) {
 	transporttest.Run(t, func(tb testing.TB) transporttest.Transport { return newCluster(tb).transport(tb) })
+}
+
+// BenchmarkTransport runs the shared benchmarks on an in-process fake
+// cluster: the client's and recado's work plus a fake broker sharing the
+// process, not a Kafka cluster's figures.
+func BenchmarkTransport(b *testing.B) {
+	transporttest.Bench(b, func(tb testing.TB) transporttest.Transport { return newCluster(tb).transport(tb) })
 }
 
 // The relay, the fake cluster and an inbox consumer through publish

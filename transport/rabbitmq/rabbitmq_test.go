@@ -124,8 +124,9 @@ func (s recordingSubscriber) Subscribe(ctx context.Context, topic, group string)
 }
 
 // newTransport returns publishers and subscribers of the broker that
-// connect through a proxy, which the suite's outage cuts.
-func newTransport(tb testing.TB, queueType string) transporttest.Transport {
+// connect through a proxy, which the suite's outage cuts (direct, for
+// benchmarks, without an outage).
+func newTransport(tb testing.TB, queueType string, direct bool) transporttest.Transport {
 	u := brokerURL(tb)
 	proxy, err := faultnet.NewProxy(host(tb, u))
 	if err != nil {
@@ -134,12 +135,16 @@ func newTransport(tb testing.TB, queueType string) transporttest.Transport {
 	tb.Cleanup(func() { _ = proxy.Close() })
 	n := cleaned(tb, u)
 	opts := rabbitmq.Options{URL: through(tb, u, proxy.Addr()), QueueType: queueType, ReconnectWait: 50 * time.Millisecond}
+	if direct {
+		opts.URL = u
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	p, err := rabbitmq.NewPublisher(ctx, opts)
 	if err != nil {
 		tb.Fatal(err)
 	}
+	tb.Cleanup(func() { _ = p.Close() })
 	return transporttest.Transport{
 		Publisher: recordingPublisher{p, n},
 		NewSubscriber: func(tb testing.TB) transport.Subscriber {
@@ -161,7 +166,7 @@ func newTransport(tb testing.TB, queueType string) transporttest.Transport {
 func TestConformance(t *testing.T) {
 	for _, typ := range []string{"quorum", "classic"} {
 		t.Run(typ, func(t *testing.T) {
-			transporttest.Run(t, func(tb testing.TB) transporttest.Transport { return newTransport(tb, typ) })
+			transporttest.Run(t, func(tb testing.TB) transporttest.Transport { return newTransport(tb, typ, false) })
 		})
 	}
 }
@@ -170,7 +175,7 @@ func TestConformance(t *testing.T) {
 // confirms, dropped connections, duplicates and reorders: every event has
 // its effect once.
 func TestChaos(t *testing.T) {
-	tr := newTransport(t, "")
+	tr := newTransport(t, "", false)
 	defer tr.Publisher.Close()
 	newSub := tr.NewSubscriber
 	tr.NewSubscriber = func(tb testing.TB) transport.Subscriber {
@@ -179,6 +184,16 @@ func TestChaos(t *testing.T) {
 		return s
 	}
 	transporttest.RunChaos(t, tr, transporttest.Chaos{})
+}
+
+// BenchmarkTransport runs the shared benchmarks on the broker that
+// RECADO_TEST_AMQP names, with each queue type.
+func BenchmarkTransport(b *testing.B) {
+	for _, typ := range []string{"quorum", "classic"} {
+		b.Run("queue="+typ, func(b *testing.B) {
+			transporttest.Bench(b, func(tb testing.TB) transporttest.Transport { return newTransport(tb, typ, true) })
+		})
+	}
 }
 
 // A message without recado's headers, which another publisher sent, is not
