@@ -14,8 +14,8 @@
 //     back to the group's queue. Delays are rounded up to one of about ten
 //     steps per decade (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8), so a group has
 //     a handful of delay queues; a delay queue nothing uses expires;
-//   - the group's queue has the dead-letter exchange "recado.dead" (direct),
-//     which routes what the broker refuses to deliver (a message without
+//   - the group's queue has the topic's dead-letter exchange,
+//     "recado.<topic>.dead" (direct), which routes what the broker refuses to deliver (a message without
 //     recado's headers, which another publisher sent) to
 //     "recado.<topic>.<group>.dead". Messages that keep failing in a
 //     handler go to recado's dead-letter store, through transport.Consumer,
@@ -98,9 +98,8 @@ func (o *Options) setDefaults() error {
 }
 
 // Names of what the package declares on the broker.
-const deadExchange = "recado.dead"
-
 func exchangeName(topic string) string     { return "recado." + topic }
+func deadExchangeName(topic string) string { return "recado." + topic + ".dead" }
 func queueName(topic, group string) string { return "recado." + topic + "." + group }
 func deadQueueName(queue string) string    { return queue + ".dead" }
 func delayQueueName(queue string, ms int64) string {

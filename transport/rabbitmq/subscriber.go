@@ -80,11 +80,11 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic, group string) (transp
 	return sub, nil
 }
 
-// declare makes topic's exchange, the dead-letter exchange, and group's
+// declare makes topic's exchange and dead-letter exchange, and group's
 // queue with its dead-letter queue, if they do not exist.
 func (s *Subscriber) declare(ch *amqp.Channel, topic, queue string) error {
 	typ := amqp.Table{amqp.QueueTypeArg: s.opts.QueueType}
-	dead := deadQueueName(queue)
+	dead, deadExchange := deadQueueName(queue), deadExchangeName(topic)
 	if err := ch.ExchangeDeclare(exchangeName(topic), amqp.ExchangeFanout, true, false, false, false, nil); err != nil {
 		return err
 	}
@@ -140,11 +140,12 @@ func (s *Subscriber) DeleteGroup(ctx context.Context, topic, group string) error
 	}, names)
 }
 
-// DeleteTopic deletes topic's exchange. Its groups' queues stay.
+// DeleteTopic deletes topic's exchange and its dead-letter exchange. Its
+// groups' queues stay.
 func (s *Subscriber) DeleteTopic(ctx context.Context, topic string) error {
 	return s.admin(ctx, func(ch *amqp.Channel, name string) error {
 		return ch.ExchangeDelete(name, false, false)
-	}, []string{exchangeName(topic)})
+	}, []string{exchangeName(topic), deadExchangeName(topic)})
 }
 
 // admin calls fn for each name on a channel of its own, which it opens
