@@ -180,7 +180,10 @@ func (b *Broker) removeTemp() {
 func (b *Broker) connect() (*nats.Conn, error) {
 	nc, err := nats.Connect(b.URL(), nats.Name(b.opts.Name), nats.MaxReconnects(-1),
 		nats.ReconnectWait(b.opts.ReconnectWait), nats.ReconnectJitter(50*time.Millisecond, 0),
-		nats.RetryOnFailedConnect(false), nats.ReconnectBufSize(-1), nats.Timeout(5*time.Second))
+		nats.RetryOnFailedConnect(false), nats.ReconnectBufSize(-1), nats.Timeout(5*time.Second),
+		// Quiet: the client's default handler prints each asynchronous error;
+		// what matters reaches the caller as a failed call.
+		nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", transport.ErrUnavailable, b.URL(), err)
 	}
