@@ -29,6 +29,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/recado-dev/recado"
 	"github.com/recado-dev/recado/transport"
 )
 
@@ -180,7 +181,10 @@ func (b *Broker) removeTemp() {
 func (b *Broker) connect() (*nats.Conn, error) {
 	nc, err := nats.Connect(b.URL(), nats.Name(b.opts.Name), nats.MaxReconnects(-1),
 		nats.ReconnectWait(b.opts.ReconnectWait), nats.ReconnectJitter(50*time.Millisecond, 0),
-		nats.RetryOnFailedConnect(false), nats.ReconnectBufSize(-1), nats.Timeout(5*time.Second))
+		nats.RetryOnFailedConnect(false), nats.ReconnectBufSize(-1), nats.Timeout(5*time.Second),
+		// Quiet: the client's default handler prints each asynchronous error;
+		// what matters reaches the caller as a failed call.
+		nats.ErrorHandler(func(*nats.Conn, *nats.Subscription, error) {}))
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %v", transport.ErrUnavailable, b.URL(), err)
 	}
@@ -451,13 +455,7 @@ func (s *subscription) Receive(ctx context.Context) (transport.Delivery, error) 
 		stop()
 		cancel()
 		if err == nil {
-			d, err := s.delivery(m)
-			if err != nil {
-				// Not ours to read: terminate it rather than redeliver it forever.
-				_ = m.Term()
-				continue
-			}
-			return d, nil
+			return s.delivery(m), nil
 		}
 		switch {
 		case s.ctx.Err() != nil:
@@ -495,21 +493,31 @@ func (s *subscription) restart(ctx context.Context) error {
 	return s.start(ctx)
 }
 
-func (s *subscription) delivery(m jetstream.Msg) (transport.Delivery, error) {
+// delivery reads m. A message that recado's headers do not describe (sent
+// by another publisher, or damaged) is delivered all the same, with the
+// error in its metadata's field "header_error" and an ID made of its stream
+// sequence if it has none, so that the handler fails on it and it ends in
+// the dead-letter queue rather than vanishing.
+func (s *subscription) delivery(m jetstream.Msg) transport.Delivery {
 	h := m.Headers()
+	md, mdErr := m.Metadata()
 	msg, err := transport.ReadHeaders(func(k string) string { return h.Get(k) }, m.Data())
 	if err != nil {
-		return transport.Delivery{}, err
+		id := h.Get(jetstream.MsgIDHeader)
+		if id == "" && mdErr == nil {
+			id = fmt.Sprintf("nats-%s-%d", md.Stream, md.Sequence.Stream)
+		}
+		msg = transport.Message{ID: id, Data: m.Data(), Metadata: recado.Metadata{Fields: map[string]string{"header_error": err.Error()}}}
 	}
 	attempt := 1
-	if md, err := m.Metadata(); err == nil {
+	if mdErr == nil {
 		attempt = int(md.NumDelivered)
 	}
 	a := &acker{s: s, m: m}
 	s.mu.Lock()
 	s.unsettled[a] = true
 	s.mu.Unlock()
-	return transport.Delivery{Message: msg, Topic: s.topic, Attempt: attempt, Acker: a}, nil
+	return transport.Delivery{Message: msg, Topic: s.topic, Attempt: attempt, Acker: a}
 }
 
 func (s *subscription) Close() error {

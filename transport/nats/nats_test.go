@@ -3,6 +3,7 @@ package nats_test
 import (
 	"context"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -152,4 +153,40 @@ func BenchmarkTransport(b *testing.B) {
 			return s
 		}}
 	})
+}
+
+// A message that recado's headers do not describe (another publisher's) is
+// delivered with the reason, for the handler to fail and dead-letter, not
+// dropped.
+func TestForeignMessage(t *testing.T) {
+	b := open(t, "")
+	s, err := b.Subscriber()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	topic := transporttest.Name("t")
+	sub, err := s.Subscribe(context.Background(), topic, "g")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := natsgo.Connect(b.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	if _, err := js.Publish(context.Background(), "recado."+topic, []byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	d, err := sub.Receive(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.ID != "nats-recado_"+topic+"-1" || string(d.Data) != "hello" || !strings.Contains(d.Metadata.Fields["header_error"], "no Recado-Id header") {
+		t.Errorf("got %+v, want the stream sequence as ID, the data and the header error", d.Message)
+	}
+	_ = d.Ack(ctx)
 }
