@@ -46,6 +46,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/recado-dev/recado"
 	"github.com/recado-dev/recado/transport"
 )
 
@@ -162,26 +163,27 @@ func header(r *kgo.Record, k string) string {
 	return ""
 }
 
-// message reads r back: its message, earlier deliveries and due time.
-func message(r *kgo.Record) (m transport.Message, attempts int, due time.Time, err error) {
-	m, err = transport.ReadHeaders(func(k string) string { return header(r, k) }, r.Value)
+// message reads r back: its message, earlier deliveries and due time. A
+// record that recado's headers do not describe (another producer's, or
+// damaged) is read all the same, with the error in its metadata's field
+// "header_error" and, if it has no ID, one made of its partition and
+// offset, so that the handler fails on it and it is dead-lettered rather
+// than lost.
+func message(r *kgo.Record) (m transport.Message, attempts int, due time.Time) {
+	m, err := transport.ReadHeaders(func(k string) string { return header(r, k) }, r.Value)
 	if err != nil {
-		return m, 0, due, err
+		id := header(r, transport.HeaderID)
+		if id == "" {
+			id = fmt.Sprintf("kafka-%s-%d-%d", r.Topic, r.Partition, r.Offset)
+		}
+		m = transport.Message{ID: id, Data: r.Value, Metadata: recado.Metadata{Fields: map[string]string{"header_error": err.Error()}}}
 	}
 	m.Key = string(r.Key)
-	if v := header(r, headerAttempt); v != "" {
-		if attempts, err = strconv.Atoi(v); err != nil {
-			return m, 0, due, fmt.Errorf("%w: header %s %q", transport.ErrInvalid, headerAttempt, v)
-		}
-	}
-	if v := header(r, headerDue); v != "" {
-		ms, err := strconv.ParseInt(v, 10, 64)
-		if err != nil {
-			return m, 0, due, fmt.Errorf("%w: header %s %q", transport.ErrInvalid, headerDue, v)
-		}
+	attempts, _ = strconv.Atoi(header(r, headerAttempt)) // written by this package only
+	if ms, err := strconv.ParseInt(header(r, headerDue), 10, 64); err == nil {
 		due = time.UnixMilli(ms)
 	}
-	return m, attempts, due, nil
+	return m, attempts, due
 }
 
 // ensureTopic makes topic with partitions partitions if it does not exist,

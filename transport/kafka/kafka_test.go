@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/goleak"
 
 	"github.com/recado-dev/recado/transport"
@@ -251,5 +253,44 @@ func TestInvalidOptions(t *testing.T) {
 	}
 	if _, err := kafka.NewSubscriber(kafka.Options{}); !errors.Is(err, transport.ErrInvalid) {
 		t.Errorf("NewSubscriber without brokers: %v, want ErrInvalid", err)
+	}
+}
+
+// A record without recado's headers, which another producer wrote, is
+// delivered with the reason and an ID made of its place in the log, so
+// that the consumer dead-letters it rather than losing it.
+func TestForeignRecordDelivered(t *testing.T) {
+	c := newCluster(t)
+	opts := c.options()
+	s, err := kafka.NewSubscriber(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	topic, group := transporttest.Name("t"), transporttest.Name("g")
+	sub, err := s.Subscribe(ctx, topic, group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := kgo.NewClient(kgo.SeedBrokers(opts.Brokers...), kgo.DefaultProduceTopic("recado."+topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := cl.ProduceSync(ctx, &kgo.Record{Key: []byte("k"), Value: []byte("foreign")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	d, err := sub.Receive(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(d.ID, "kafka-recado."+topic+"-") || d.Key != "k" || string(d.Data) != "foreign" ||
+		!strings.Contains(d.Metadata.Fields["header_error"], "Recado-Id") {
+		t.Errorf("got %+v, want the foreign record with its reason", d.Message)
+	}
+	if err := d.Ack(ctx); err != nil {
+		t.Fatal(err)
 	}
 }

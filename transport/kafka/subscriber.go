@@ -271,13 +271,7 @@ func (s *subscription) add(r *kgo.Record) int32 {
 		p.catchUp = -1
 		resume = p.partition
 	}
-	m, attempts, due, err := message(r)
-	if err != nil {
-		s.log("transport/kafka: skipped a record that recado cannot read", "topic", r.Topic, "partition", r.Partition,
-			"offset", r.Offset, "error", err)
-		p.settled[r.Offset] = true
-		return resume
-	}
+	m, attempts, due := message(r)
 	rc := &rec{s: s, p: p, offset: r.Offset, m: m, attempt: attempts + 1, due: due}
 	if !p.retry {
 		s.ready = append(s.ready, rc)
