@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.uber.org/goleak"
 
+	"github.com/recado-dev/recado/resilience"
 	"github.com/recado-dev/recado/transport"
 	"github.com/recado-dev/recado/transport/internal/faultnet"
 	"github.com/recado-dev/recado/transport/kafka"
@@ -293,4 +294,49 @@ func TestForeignRecordDelivered(t *testing.T) {
 	if err := d.Ack(ctx); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// The relay, the fake cluster and an inbox consumer while every connection
+// to the cluster is cut every 200 ms, and deliveries are duplicated and
+// reordered: every event has its effect once.
+func TestChaosCuts(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	c := newCluster(t)
+	tr := c.transport(t)
+	newSub := tr.NewSubscriber
+	tr.NewSubscriber = func(tb testing.TB) transport.Subscriber {
+		s := newSub(tb)
+		tb.Cleanup(func() { _ = s.Close() })
+		return s
+	}
+	breaker, err := resilience.NewBreaker(resilience.BreakerConfig{WindowSize: 10, MinCalls: 4,
+		OpenPeriod: resilience.Backoff{Initial: 100 * time.Millisecond, Max: 500 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.Publisher = transport.Guard(tr.Publisher, transport.GuardConfig{Breaker: breaker, Timeout: 2 * time.Second})
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	cuts := 0
+	wg.Go(func() {
+		tick := time.NewTicker(200 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				c.outage(t)()
+				cuts++
+			}
+		}
+	})
+	defer func() {
+		close(stop)
+		wg.Wait()
+		t.Logf("every connection was cut %d times", cuts)
+	}()
+	transporttest.RunChaos(t, tr, transporttest.Chaos{Duplicate: 0.1, Reorder: 0.1})
 }

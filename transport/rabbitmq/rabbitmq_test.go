@@ -12,6 +12,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/goleak"
 
+	"github.com/recado-dev/recado/resilience"
 	"github.com/recado-dev/recado/transport"
 	"github.com/recado-dev/recado/transport/internal/faultnet"
 	"github.com/recado-dev/recado/transport/rabbitmq"
@@ -276,4 +277,78 @@ func TestUnreachable(t *testing.T) {
 	if !errors.Is(err, transport.ErrUnavailable) {
 		t.Errorf("NewPublisher: %v, want ErrUnavailable", err)
 	}
+}
+
+// cutEvery cuts every connection through cut every interval until the test
+// ends, and logs how many times.
+func cutEvery(t *testing.T, interval time.Duration, cut func()) {
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	cuts := 0
+	wg.Go(func() {
+		tick := time.NewTicker(interval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				cut()
+				cuts++
+			}
+		}
+	})
+	t.Cleanup(func() {
+		close(stop)
+		wg.Wait()
+		t.Logf("the proxy cut every connection %d times", cuts)
+	})
+}
+
+// The relay, RabbitMQ and an inbox consumer while a proxy between them
+// cuts every connection every 100 ms, and deliveries are duplicated and
+// reordered: every event has its effect once.
+func TestChaosProxy(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	u := brokerURL(t)
+	proxy, err := faultnet.NewProxy(host(t, u))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proxy.Close()
+	n := cleaned(t, u)
+	opts := rabbitmq.Options{URL: through(t, u, proxy.Addr()), ReconnectWait: 20 * time.Millisecond}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p, err := rabbitmq.NewPublisher(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	cutEvery(t, 100*time.Millisecond, func() { proxy.Cut(); proxy.Restore() })
+	breaker, err := resilience.NewBreaker(resilience.BreakerConfig{WindowSize: 10, MinCalls: 4,
+		OpenPeriod: resilience.Backoff{Initial: 100 * time.Millisecond, Max: 500 * time.Millisecond}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	transporttest.RunChaos(t, transporttest.Transport{
+		Publisher: recordingPublisher{transport.Guard(p, transport.GuardConfig{Breaker: breaker, Timeout: 2 * time.Second}), n},
+		NewSubscriber: func(tb testing.TB) transport.Subscriber {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			var s *rabbitmq.Subscriber
+			for { // the proxy may cut the first connection
+				if s, err = rabbitmq.NewSubscriber(ctx, opts); err == nil || ctx.Err() != nil {
+					break
+				}
+			}
+			if err != nil {
+				tb.Fatal(err)
+			}
+			tb.Cleanup(func() { _ = s.Close() })
+			return recordingSubscriber{s, n}
+		},
+	}, transporttest.Chaos{Duplicate: 0.1, Reorder: 0.1})
 }
