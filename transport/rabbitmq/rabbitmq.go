@@ -297,7 +297,10 @@ func brokerError(err error) error {
 		return nil
 	case errors.Is(err, amqp.ErrClosed):
 		return fmt.Errorf("%w: rabbitmq: %v", transport.ErrUnavailable, err)
-	case errors.As(err, &ae) && (ae.Code == amqp.ConnectionForced || ae.Code == amqp.ChannelError):
+	case errors.As(err, &ae) && (!ae.Server || ae.Code == amqp.ConnectionForced || ae.Code == amqp.FrameError ||
+		ae.Code == amqp.ChannelError):
+		// The client lost the connection (!Server: an I/O error such as
+		// EOF), or the broker closed it.
 		return fmt.Errorf("%w: rabbitmq: %v", transport.ErrUnavailable, err)
 	case errors.Is(err, context.DeadlineExceeded):
 		return fmt.Errorf("%w: rabbitmq: %v", transport.ErrUnavailable, err)

@@ -279,6 +279,21 @@ func TestUnreachable(t *testing.T) {
 	}
 }
 
+// retryingSubscriber subscribes again while the broker is unavailable: the
+// chaos suite subscribes once before it starts its consumer (which retries
+// by itself), and the proxy may cut that first Subscribe.
+type retryingSubscriber struct{ transport.Subscriber }
+
+func (s retryingSubscriber) Subscribe(ctx context.Context, topic, group string) (transport.Subscription, error) {
+	for {
+		sub, err := s.Subscriber.Subscribe(ctx, topic, group)
+		if err == nil || !errors.Is(err, transport.ErrUnavailable) || ctx.Err() != nil {
+			return sub, err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // cutEvery cuts every connection through cut every interval until the test
 // ends, and logs how many times.
 func cutEvery(t *testing.T, interval time.Duration, cut func()) {
@@ -343,12 +358,13 @@ func TestChaosProxy(t *testing.T) {
 				if s, err = rabbitmq.NewSubscriber(ctx, opts); err == nil || ctx.Err() != nil {
 					break
 				}
+				time.Sleep(20 * time.Millisecond)
 			}
 			if err != nil {
 				tb.Fatal(err)
 			}
 			tb.Cleanup(func() { _ = s.Close() })
-			return recordingSubscriber{s, n}
+			return retryingSubscriber{recordingSubscriber{s, n}}
 		},
 	}, transporttest.Chaos{Duplicate: 0.1, Reorder: 0.1})
 }
