@@ -82,7 +82,7 @@ CREATE TABLE IF NOT EXISTS %[1]s.schema_versions (
 	if _, err := tx.Exec(ctx, setup); err != nil {
 		return fmt.Errorf("postgres: migrate schema %s: %w", db.schema, err)
 	}
-	for _, c := range contracts {
+	for _, c := range allContracts() {
 		if err := db.migrateContract(ctx, tx, c); err != nil {
 			return err
 		}
