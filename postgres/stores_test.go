@@ -1,0 +1,324 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/recado-dev/recado"
+	"github.com/recado-dev/recado/eventstore"
+	"github.com/recado-dev/recado/resilience/deadletter"
+	"github.com/recado-dev/recado/resilience/idempotency"
+	"github.com/recado-dev/recado/resilience/inbox"
+	"github.com/recado-dev/recado/resilience/lease"
+	"github.com/recado-dev/recado/resilience/resiliencetest"
+)
+
+// Two DBs on one schema, each on a pool of its own whose sessions are named
+// apps[i]: two processes sharing the stores.
+func twoDBs(t *testing.T) (dbs [2]*DB, apps [2]string) {
+	t.Helper()
+	schema := newSchema(t)
+	for i := range dbs {
+		apps[i] = appName()
+		dbs[i] = openOn(t, newPool(t, apps[i]), Options{Schema: schema})
+	}
+	return dbs, apps
+}
+
+var t0 = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+
+// TestLeaseTwoDBs: two processes compete for one lease: exactly one of their
+// concurrent Acquires wins; after it expires the other takes it with the
+// next token; the old holder's guarded unit of work holds the new holder's
+// Acquire off until it commits, and afterwards its Guard fails and its write
+// rolls back.
+func TestLeaseTwoDBs(t *testing.T) {
+	dbs, apps := twoDBs(t)
+	ctx := t.Context()
+	clock := resiliencetest.NewClock(t0)
+	stores := [2]*lease.Store{dbs[0].Leases(lease.Config{Now: clock.Now}), dbs[1].Leases(lease.Config{Now: clock.Now})}
+	const ttl = 10 * time.Second
+
+	var mu sync.Mutex
+	var won []lease.Lease
+	var wg sync.WaitGroup
+	for i := range 16 {
+		wg.Go(func() {
+			l, err := stores[i%2].Acquire(ctx, "runner", fmt.Sprintf("node-%d", i), ttl)
+			switch {
+			case err == nil:
+				mu.Lock()
+				won = append(won, l)
+				mu.Unlock()
+			case !errors.Is(err, lease.ErrHeld):
+				t.Errorf("Acquire %d: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	if len(won) != 1 || won[0].Token != 1 {
+		t.Fatalf("concurrent Acquires from two DBs won %+v, want exactly one, token 1", won)
+	}
+
+	// A holds the lease through DB 0; B wants it through DB 1.
+	a, err := stores[0].Acquire(ctx, "orders", "node-a", ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fenced := func(l lease.Lease, typ string) error {
+		return dbs[0].Tx(ctx, func(tx *Tx) error {
+			if err := stores[0].Guard(ctx, tx, l); err != nil {
+				return err
+			}
+			_, err := dbs[0].Events().Append(ctx, "orders-projection", testEvents(typ, 1), eventstore.InTx(tx))
+			return err
+		})
+	}
+	acquired := make(chan lease.Lease, 1)
+	err = dbs[0].Tx(ctx, func(tx *Tx) error {
+		if err := stores[0].Guard(ctx, tx, a); err != nil {
+			return err
+		}
+		clock.Advance(ttl) // A's lease expires while its guarded unit is open
+		go func() {
+			b, err := stores[1].Acquire(ctx, "orders", "node-b", ttl)
+			if err != nil {
+				t.Errorf("Acquire by node-b: %v", err)
+			}
+			acquired <- b
+		}()
+		waitUntil(t, "node-b's Acquire waits for the guarded unit of work", func() bool { return waitingForLock(t, apps[1]) })
+		_, err := dbs[0].Events().Append(ctx, "orders-projection", testEvents("WrittenWhileGuarded", 1), eventstore.InTx(tx))
+		return err
+	})
+	if err != nil {
+		t.Fatalf("guarded unit of work: %v", err)
+	}
+	b := <-acquired
+	if b.Token != a.Token+1 {
+		t.Errorf("node-b's token = %d, want %d", b.Token, a.Token+1)
+	}
+	if err := fenced(a, "WrittenByStaleHolder"); !errors.Is(err, lease.ErrLost) {
+		t.Errorf("unit of work guarded by the stale lease = %v, want ErrLost", err)
+	}
+	if _, err := stores[0].Renew(ctx, a, ttl); !errors.Is(err, lease.ErrLost) {
+		t.Errorf("Renew of the stale lease = %v, want ErrLost", err)
+	}
+	got, err := collect(dbs[1].Events().ReadStream(ctx, "orders-projection"))
+	if err != nil || len(got) != 1 || got[0].Type != "WrittenWhileGuarded" {
+		t.Errorf("fenced stream = %v, %v; want only the write made while the lease was guarded", got, err)
+	}
+}
+
+// TestIdempotencyTwoDBs: of concurrent claims of one key from two processes
+// exactly one is Claimed; the other process sees the key in progress, then
+// completed with the response.
+func TestIdempotencyTwoDBs(t *testing.T) {
+	dbs, _ := twoDBs(t)
+	ctx := t.Context()
+	stores := [2]*idempotency.Store{dbs[0].IdempotencyKeys(idempotency.Config{}), dbs[1].IdempotencyKeys(idempotency.Config{})}
+	fp := []byte("fingerprint")
+	var mu sync.Mutex
+	var claimed []idempotency.Claim
+	var wg sync.WaitGroup
+	for i := range 16 {
+		wg.Go(func() {
+			c, err := stores[i%2].Claim(ctx, nil, "alice", "k1", fp)
+			switch {
+			case err != nil:
+				t.Errorf("Claim %d: %v", i, err)
+			case c.Status == idempotency.Claimed:
+				mu.Lock()
+				claimed = append(claimed, c)
+				mu.Unlock()
+			case c.Status != idempotency.InProgress:
+				t.Errorf("Claim %d = %v, want claimed or in progress", i, c.Status)
+			}
+		})
+	}
+	wg.Wait()
+	if len(claimed) != 1 {
+		t.Fatalf("%d of 16 concurrent claims from two DBs were Claimed, want exactly 1", len(claimed))
+	}
+	if err := stores[1].Complete(ctx, nil, claimed[0], []byte("201 Created")); err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range stores {
+		c, err := s.Claim(ctx, nil, "alice", "k1", fp)
+		if err != nil || c.Status != idempotency.Completed || string(c.Response) != "201 Created" {
+			t.Errorf("DB %d: claim after completion = %v %q, %v", i, c.Status, c.Response, err)
+		}
+	}
+}
+
+// TestInboxTwoDBs: two processes deliver one message many times at once, each
+// delivery claiming it and appending its effect in one unit of work: the
+// effect happens once.
+func TestInboxTwoDBs(t *testing.T) {
+	dbs, _ := twoDBs(t)
+	ctx := t.Context()
+	stores := [2]*inbox.Store{dbs[0].Inbox(inbox.Config{}), dbs[1].Inbox(inbox.Config{})}
+	var wg sync.WaitGroup
+	for i := range 16 {
+		wg.Go(func() {
+			db := dbs[i%2]
+			err := db.Tx(ctx, func(tx *Tx) error {
+				first, err := stores[i%2].Claim(ctx, tx, "billing", "m1")
+				if err != nil || !first {
+					return err
+				}
+				_, err = db.Events().Append(ctx, "invoices", testEvents("InvoiceIssued", 1), eventstore.InTx(tx))
+				return err
+			})
+			if err != nil {
+				t.Errorf("delivery %d: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	got, err := collect(dbs[0].Events().ReadStream(ctx, "invoices"))
+	if err != nil || len(got) != 1 {
+		t.Errorf("effects = %d events, %v; want exactly 1", len(got), err)
+	}
+}
+
+// TestDeadLetterParkRacesDelivery: one process delivers the last open letter
+// of a key while another parks a message behind it. Whichever comes first,
+// the message is never left parked behind nothing: either Park finds the key
+// free (ErrNotBlocked), or the delivery requests the message it parked.
+func TestDeadLetterParkRacesDelivery(t *testing.T) {
+	dbs, _ := twoDBs(t)
+	ctx := t.Context()
+	stores := [2]*deadletter.Store{dbs[0].DeadLetters(deadletter.Config{}), dbs[1].DeadLetters(deadletter.Config{})}
+	msg := func(i int) recado.Event { return recado.Event{ID: fmt.Sprintf("m-%d", i), Type: "OrderPlaced", Stream: "order-1"} }
+	parked, notBlocked := 0, 0
+	for round := range 40 {
+		key := fmt.Sprintf("order-%d", round)
+		l, err := stores[0].Add(ctx, nil, deadletter.Failure{Source: "projection:orders", Key: key, Message: msg(2 * round), Err: errors.New("boom")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := stores[0].Replay(ctx, l.ID); err != nil {
+			t.Fatal(err)
+		}
+		var p deadletter.Letter
+		var parkErr, deliverErr error
+		var wg sync.WaitGroup
+		wg.Go(func() { deliverErr = stores[0].Delivered(ctx, nil, l.ID) })
+		wg.Go(func() { p, parkErr = stores[1].Park(ctx, nil, "projection:orders", key, msg(2*round+1)) })
+		wg.Wait()
+		if deliverErr != nil {
+			t.Fatalf("round %d: Delivered: %v", round, deliverErr)
+		}
+		switch {
+		case errors.Is(parkErr, deadletter.ErrNotBlocked):
+			notBlocked++
+		case parkErr != nil:
+			t.Fatalf("round %d: Park: %v", round, parkErr)
+		default:
+			parked++
+			got, err := stores[1].Get(ctx, p.ID)
+			if err != nil || got.State != deadletter.Requested {
+				t.Fatalf("round %d: the message parked while its key's last letter was delivered is %v (%v), want requested", round, got.State, err)
+			}
+			if err := stores[1].Delivered(ctx, nil, p.ID); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if keys, err := stores[1].Blocked(ctx, "projection:orders"); err != nil || len(keys) != 0 {
+			t.Fatalf("round %d: blocked keys %v, %v; want none", round, keys, err)
+		}
+	}
+	t.Logf("parked behind the delivery %d times, found the key free %d times", parked, notBlocked)
+}
+
+// TestCleanupSkipsHeldRows: cleanup deletes in batches and never waits for a
+// row another transaction holds: it leaves it for a later cleanup. The
+// dead-letter queue's cleanup also deletes the lock rows of the keys whose
+// letters it deleted.
+func TestCleanupSkipsHeldRows(t *testing.T) {
+	db := openTest(t, Options{})
+	ctx, cancel := context.WithTimeout(t.Context(), guard) // a wait for the held row would end here
+	defer cancel()
+	clock := resiliencetest.NewClock(t0)
+	ib := db.Inbox(inbox.Config{Now: clock.Now, Retention: time.Hour, CleanupBatch: 2})
+	for i := range 5 {
+		if _, err := ib.Claim(ctx, nil, "billing", fmt.Sprintf("m%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dl := db.DeadLetters(deadletter.Config{Now: clock.Now, Retention: time.Hour, CleanupBatch: 2})
+	for i := range 3 {
+		l, err := dl.Add(ctx, nil, deadletter.Failure{Source: "s", Key: fmt.Sprintf("k%d", i), Message: recado.Event{Type: "T"}, Err: errors.New("boom")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := dl.Discard(ctx, l.ID, "obsolete"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	clock.Advance(time.Hour + time.Microsecond)
+
+	holder, err := db.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Rollback(context.Background())
+	if _, err := holder.Exec(ctx, "SELECT FROM "+db.schema+".inbox WHERE message_id = 'm2' FOR UPDATE"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := ib.Cleanup(ctx); err != nil || n != 4 {
+		t.Fatalf("inbox Cleanup with a row held = %d, %v; want the 4 others", n, err)
+	}
+	if err := holder.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := ib.Cleanup(ctx); err != nil || n != 1 {
+		t.Errorf("inbox Cleanup after the row was released = %d, %v; want 1", n, err)
+	}
+
+	var keys int
+	if err := db.pool.QueryRow(ctx, "SELECT count(*) FROM "+db.schema+".dead_letter_keys").Scan(&keys); err != nil || keys != 3 {
+		t.Fatalf("key rows before cleanup = %d, %v; want 3", keys, err)
+	}
+	if n, err := dl.Cleanup(ctx); err != nil || n != 3 {
+		t.Fatalf("dead letters Cleanup = %d, %v; want 3", n, err)
+	}
+	if err := db.pool.QueryRow(ctx, "SELECT count(*) FROM "+db.schema+".dead_letter_keys").Scan(&keys); err != nil || keys != 0 {
+		t.Errorf("key rows after cleanup = %d, %v; want 0", keys, err)
+	}
+}
+
+// TestStoresAfterClose: every store refuses calls after Close with its
+// contract's ErrClosed.
+func TestStoresAfterClose(t *testing.T) {
+	db := openTest(t, Options{})
+	ctx := t.Context()
+	dl, ik, ib, ls := db.DeadLetters(deadletter.Config{}), db.IdempotencyKeys(idempotency.Config{}), db.Inbox(inbox.Config{}), db.Leases(lease.Config{})
+	db.Close()
+	if _, err := dl.Add(ctx, nil, deadletter.Failure{Source: "s", Err: errors.New("boom")}); !errors.Is(err, deadletter.ErrClosed) {
+		t.Errorf("deadletter Add after Close = %v", err)
+	}
+	if _, err := dl.List(ctx, deadletter.Query{}); !errors.Is(err, deadletter.ErrClosed) {
+		t.Errorf("deadletter List after Close = %v", err)
+	}
+	if _, err := ik.Claim(ctx, nil, "s", "k", nil); !errors.Is(err, idempotency.ErrClosed) {
+		t.Errorf("idempotency Claim after Close = %v", err)
+	}
+	if _, err := ib.Claim(ctx, nil, "c", "m"); !errors.Is(err, inbox.ErrClosed) {
+		t.Errorf("inbox Claim after Close = %v", err)
+	}
+	if _, err := ib.Handled(ctx, "c", "m"); !errors.Is(err, inbox.ErrClosed) {
+		t.Errorf("inbox Handled after Close = %v", err)
+	}
+	if _, err := ls.Acquire(ctx, "l", "h", time.Second); !errors.Is(err, lease.ErrClosed) {
+		t.Errorf("lease Acquire after Close = %v", err)
+	}
+	if _, err := ls.Get(ctx, "l"); !errors.Is(err, lease.ErrClosed) {
+		t.Errorf("lease Get after Close = %v", err)
+	}
+}
