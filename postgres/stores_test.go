@@ -194,7 +194,9 @@ func TestDeadLetterParkRacesDelivery(t *testing.T) {
 	dbs, _ := twoDBs(t)
 	ctx := t.Context()
 	stores := [2]*deadletter.Store{dbs[0].DeadLetters(deadletter.Config{}), dbs[1].DeadLetters(deadletter.Config{})}
-	msg := func(i int) recado.Event { return recado.Event{ID: fmt.Sprintf("m-%d", i), Type: "OrderPlaced", Stream: "order-1"} }
+	msg := func(i int) recado.Event {
+		return recado.Event{ID: fmt.Sprintf("m-%d", i), Type: "OrderPlaced", Stream: "order-1"}
+	}
 	parked, notBlocked := 0, 0
 	for round := range 40 {
 		key := fmt.Sprintf("order-%d", round)
