@@ -140,3 +140,23 @@ func leaseBackend(tb testing.TB, cfg lease.Config, configure func(*pgxpool.Confi
 	}
 	return backend(db)
 }
+
+// BenchmarkIdempotency: a claim and a completion of a new key by 64 clients
+// (idempotencytest.Bench), each in a transaction of its own.
+func BenchmarkIdempotency(b *testing.B) {
+	testURL(b)
+	idempotencytest.Bench(b, func(tb testing.TB, cfg idempotency.Config) idempotencytest.Backend {
+		db := openTest(tb, Options{})
+		return idempotencytest.Backend{Store: db.IdempotencyKeys(cfg)}
+	})
+}
+
+// BenchmarkInbox: a unit of work with an append and an inbox claim against
+// one with the append alone (inboxtest.Bench).
+func BenchmarkInbox(b *testing.B) {
+	testURL(b)
+	inboxtest.Bench(b, func(tb testing.TB, cfg inbox.Config) inboxtest.Backend {
+		db := openTest(tb, Options{})
+		return inboxtest.Backend{Store: db.Inbox(cfg), Tx: eventstoretest.UnitOfWork(db), Events: db.Events()}
+	})
+}
