@@ -35,6 +35,13 @@ CREATE INDEX idempotency_keys_created ON %[1]s.idempotency_keys (created);
 type idempotencyKeys struct {
 	db                                    *DB
 	lock, insert, update, delete, cleanup string
+	// The group commit's statements.
+	groupSettings, lockMany, insertMany, updateMany, deleteMany string
+
+	groups  keyGroups
+	noGroup bool // every call in a transaction of its own (tests, benchmarks)
+	// beforeWrite, set by tests, runs between a group's two round trips.
+	beforeWrite func()
 }
 
 var _ driver.Driver = (*idempotencyKeys)(nil)
@@ -49,7 +56,21 @@ func (db *DB) IdempotencyKeys(cfg idempotency.Config) *idempotency.Store {
 
 func newIdempotencyKeys(db *DB) *idempotencyKeys {
 	r := strings.NewReplacer("$S", db.schema)
-	return &idempotencyKeys{db: db,
+	const cols = "scope, key, fingerprint, state, token, response, created, locked"
+	const arrays = "unnest($1::text[], $2::text[], $3::bytea[], $4::smallint[], $5::bigint[], $6::bytea[], $7::timestamptz[], $8::timestamptz[])"
+	k := &idempotencyKeys{db: db,
+		// Plans for the arguments: a generic plan made while the table was
+		// small would scan it for the joins with the arrays.
+		groupSettings: `SELECT set_config('plan_cache_mode', 'force_custom_plan', true), ` + ownTimeouts(keyGroupLockWait),
+		// Locks the rows in key order, as every group does.
+		lockMany: r.Replace(`SELECT ` + cols + ` FROM $S.idempotency_keys
+WHERE (scope, key) IN (SELECT * FROM unnest($1::text[], $2::text[])) ORDER BY scope, key FOR UPDATE`),
+		insertMany: r.Replace(`INSERT INTO $S.idempotency_keys (` + cols + `) SELECT * FROM ` + arrays),
+		updateMany: r.Replace(`UPDATE $S.idempotency_keys AS t SET fingerprint = u.fingerprint, state = u.state, token = u.token,
+response = u.response, created = u.created, locked = u.locked
+FROM ` + arrays + ` AS u(` + cols + `) WHERE t.scope = u.scope AND t.key = u.key`),
+		deleteMany: r.Replace(`DELETE FROM $S.idempotency_keys AS t USING unnest($1::text[], $2::text[]) AS d(scope, key)
+WHERE t.scope = d.scope AND t.key = d.key`),
 		lock: r.Replace(`SELECT fingerprint, state, token, response, created, locked FROM $S.idempotency_keys
 WHERE scope = $1 AND key = $2 FOR UPDATE`),
 		insert: r.Replace(`INSERT INTO $S.idempotency_keys (scope, key, fingerprint, state, token, response, created, locked)
@@ -60,14 +81,28 @@ WHERE scope = $1 AND key = $2`),
 		cleanup: r.Replace(`DELETE FROM $S.idempotency_keys WHERE (scope, key) IN (
 	SELECT scope, key FROM $S.idempotency_keys WHERE created < $1 ORDER BY created LIMIT $2 FOR UPDATE SKIP LOCKED)`),
 	}
+	k.groups.k = k
+	return k
 }
 
-// Apply implements [driver.Driver.Apply]. It locks the key's row and
-// decides on it. A claim tries the insert of a new key first (most keys are
-// new): in a transaction of its own that is one round trip; if the row
-// exists (or another transaction inserts it meanwhile), it locks the row
-// and decides on what is stored.
+// Apply implements [driver.Driver.Apply]. In a unit of work it locks the
+// key's row and decides on it there; otherwise it joins a group commit
+// (idemgroup.go).
 func (k *idempotencyKeys) Apply(ctx context.Context, r *driver.Request) error {
+	if r.Tx != nil || k.noGroup {
+		return k.applyOwn(ctx, r)
+	}
+	if k.db.closed.Load() {
+		return closedError(driver.ErrClosed)
+	}
+	return k.groups.apply(ctx, r)
+}
+
+// applyOwn runs r in its unit of work, or alone in a transaction of its
+// own. A claim tries the insert of a new key first (most keys are new):
+// alone that is one round trip; if the row exists (or another transaction
+// inserts it meanwhile), it locks the row and decides on what is stored.
+func (k *idempotencyKeys) applyOwn(ctx context.Context, r *driver.Request) error {
 	s, err := k.db.session(r.Tx, driver.ErrClosed, driver.ErrForeignTx)
 	if err != nil {
 		return err

@@ -324,3 +324,119 @@ func TestStoresAfterClose(t *testing.T) {
 		t.Errorf("lease Get after Close = %v", err)
 	}
 }
+
+// TestIdempotencyGroups: many clients claim and complete keys of their own
+// at once, and all claim one shared key: grouped, each gets its own
+// response, and exactly one claims the shared key.
+func TestIdempotencyGroups(t *testing.T) {
+	db := openTest(t, Options{})
+	ctx := t.Context()
+	s := db.IdempotencyKeys(idempotency.Config{})
+	var mu sync.Mutex
+	shared := 0
+	var wg sync.WaitGroup
+	for i := range 64 {
+		wg.Go(func() {
+			key := fmt.Sprintf("own-%d", i)
+			c, err := s.Claim(ctx, nil, "alice", key, []byte(key))
+			if err != nil || c.Status != idempotency.Claimed {
+				t.Errorf("claim of %s = %v, %v", key, c.Status, err)
+				return
+			}
+			if err := s.Complete(ctx, nil, c, []byte("response of "+key)); err != nil {
+				t.Errorf("complete %s: %v", key, err)
+			}
+			sc, err := s.Claim(ctx, nil, "alice", "shared", []byte("fp"))
+			switch {
+			case err != nil:
+				t.Errorf("claim of the shared key: %v", err)
+			case sc.Status == idempotency.Claimed:
+				mu.Lock()
+				shared++
+				mu.Unlock()
+			case sc.Status != idempotency.InProgress:
+				t.Errorf("claim of the shared key = %v", sc.Status)
+			}
+		})
+	}
+	wg.Wait()
+	if shared != 1 {
+		t.Errorf("%d clients claimed the shared key, want 1", shared)
+	}
+	for i := range 64 {
+		key := fmt.Sprintf("own-%d", i)
+		c, err := s.Claim(ctx, nil, "alice", key, []byte(key))
+		if err != nil || c.Status != idempotency.Completed || string(c.Response) != "response of "+key {
+			t.Errorf("%s: %v %q, %v", key, c.Status, c.Response, err)
+		}
+	}
+}
+
+// TestIdempotencyGroupHeldKey: a claim whose key a unit of work holds (its
+// claim not committed yet) waits for the unit, while claims of other keys go
+// on; it then sees the unit's claim.
+func TestIdempotencyGroupHeldKey(t *testing.T) {
+	app := appName()
+	db := openOn(t, newPool(t, app), Options{Schema: newSchema(t)})
+	ctx := t.Context()
+	s := db.IdempotencyKeys(idempotency.Config{})
+	waiting := make(chan idempotency.Claim, 1)
+	err := db.Tx(ctx, func(tx *Tx) error {
+		if c, err := s.Claim(ctx, tx, "alice", "held", []byte("fp")); err != nil || c.Status != idempotency.Claimed {
+			return fmt.Errorf("claim in the unit of work: %v, %v", c.Status, err)
+		}
+		go func() {
+			c, err := s.Claim(ctx, nil, "alice", "held", []byte("fp"))
+			if err != nil {
+				t.Errorf("claim of the held key: %v", err)
+			}
+			waiting <- c
+		}()
+		waitUntil(t, "the claim of the held key waits", func() bool { return waitingForLock(t, app) })
+		for i := range 8 {
+			if c, err := s.Claim(ctx, nil, "alice", fmt.Sprintf("free-%d", i), []byte("fp")); err != nil || c.Status != idempotency.Claimed {
+				return fmt.Errorf("claim of a free key while another is held: %v, %v", c.Status, err)
+			}
+		}
+		select {
+		case c := <-waiting:
+			return fmt.Errorf("the claim of the held key returned %v before the unit of work ended", c.Status)
+		default:
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := <-waiting; c.Status != idempotency.InProgress {
+		t.Errorf("claim of the key after the unit of work committed its claim = %v, want in progress", c.Status)
+	}
+}
+
+// TestIdempotencyGroupKeyInsertedMeanwhile: another process inserts a key
+// between a group's read and its write: the group is decided again, on the
+// row that process stored.
+func TestIdempotencyGroupKeyInsertedMeanwhile(t *testing.T) {
+	db := openTest(t, Options{})
+	ctx := t.Context()
+	k := newIdempotencyKeys(db)
+	var once sync.Once
+	groups := 0
+	k.beforeWrite = func() {
+		groups++
+		once.Do(func() {
+			other := idempotency.New(&idempotencyKeys{db: db, lock: k.lock, insert: k.insert, update: k.update, delete: k.delete, noGroup: true}, idempotency.Config{})
+			if _, err := other.Claim(ctx, nil, "alice", "k1", []byte("other payload")); err != nil {
+				t.Errorf("the other process's claim: %v", err)
+			}
+		})
+	}
+	s := idempotency.New(k, idempotency.Config{})
+	c, err := s.Claim(ctx, nil, "alice", "k1", []byte("payload"))
+	if err != nil || c.Status != idempotency.Mismatch {
+		t.Errorf("claim of a key another process claimed meanwhile with another payload = %v, %v; want mismatch", c.Status, err)
+	}
+	if groups != 2 {
+		t.Errorf("the group was decided %d times, want 2", groups)
+	}
+}
