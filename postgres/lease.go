@@ -13,8 +13,7 @@ import (
 )
 
 // leaseV1 creates the lease store: a row per lease, locked by every change
-// of it, and shared-locked by every Guard until the guarded unit of work
-// ends.
+// of it and by every Guard until the guarded unit of work ends.
 const leaseV1 = `
 CREATE TABLE %[1]s.leases (
 	name     text COLLATE "C" PRIMARY KEY,
@@ -27,32 +26,36 @@ CREATE TABLE %[1]s.leases (
 
 // leases is the lease store's driver.
 type leases struct {
-	db                               *DB
-	get, lock, share, insert, update string
+	db                                          *DB
+	get, acquire, change, guard, insert, update string
 }
 
 var _ driver.Driver = (*leases)(nil)
 
 // Leases returns a lease store of the DB, with cfg's clock. Its Guard joins
-// a unit of work given a [*Tx] of this DB: it locks the lease's row (shared)
-// until the unit ends, so no Acquire by a new holder commits before the
-// guarded writes do, and Guards of one lease in several units do not wait
-// for each other. Acquire, Renew and Release run in short transactions of
-// their own.
+// a unit of work given a [*Tx] of this DB: it locks the lease's row until
+// the unit ends, in a mode that holds off an Acquire (so no new holder's
+// Acquire commits before the guarded writes do) and nothing else: Guards of
+// one lease in several units, and the holder's Renew and Release, do not wait
+// for it. Acquire, Renew and Release run in short transactions of their own.
 func (db *DB) Leases(cfg lease.Config) *lease.Store { return lease.New(newLeases(db), cfg) }
 
 func newLeases(db *DB) *leases {
 	r := strings.NewReplacer("$S", db.schema)
 	get := r.Replace(`SELECT holder, token, acquired, expires FROM $S.leases WHERE name = $1`)
-	return &leases{db: db, get: get, lock: get + " FOR UPDATE", share: get + " FOR SHARE",
+	// The row lock modes: an Acquire's FOR UPDATE conflicts with every
+	// other; a Renew's or Release's FOR NO KEY UPDATE (as their UPDATE of
+	// columns other than the key takes) with each other and with an
+	// Acquire's; a Guard's FOR KEY SHARE only with an Acquire's.
+	return &leases{db: db, get: get, acquire: get + " FOR UPDATE", change: get + " FOR NO KEY UPDATE", guard: get + " FOR KEY SHARE",
 		insert: r.Replace(`INSERT INTO $S.leases (name, holder, token, acquired, expires) VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT (name) DO NOTHING`),
 		update: r.Replace(`UPDATE $S.leases SET holder = $2, token = $3, acquired = $4, expires = $5 WHERE name = $1`),
 	}
 }
 
-// Apply implements [driver.Driver.Apply]. It locks the lease's row (FOR
-// UPDATE; a Guard FOR SHARE) and decides on it. A lease with no row yet is
+// Apply implements [driver.Driver.Apply]. It locks the lease's row (see
+// newLeases for the modes) and decides on it. A lease with no row yet is
 // inserted; of concurrent first Acquires the insert of one wins, and the
 // others decide again on the row it stored.
 func (l *leases) Apply(ctx context.Context, r *driver.Request) error {
@@ -65,9 +68,12 @@ func (l *leases) Apply(ctx context.Context, r *driver.Request) error {
 }
 
 func (l *leases) apply(ctx context.Context, s *session, r *driver.Request) error {
-	lock := l.lock
-	if r.Op == driver.Guard {
-		lock = l.share
+	lock := l.change
+	switch r.Op {
+	case driver.Acquire:
+		lock = l.acquire
+	case driver.Guard:
+		lock = l.guard
 	}
 	for {
 		rec := driver.Record{Name: r.Name}

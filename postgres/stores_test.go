@@ -440,3 +440,46 @@ func TestIdempotencyGroupKeyInsertedMeanwhile(t *testing.T) {
 		t.Errorf("the group was decided %d times, want 2", groups)
 	}
 }
+
+// TestLeaseRenewWhileGuarded: the holder renews and releases its lease while
+// a unit of work it guards is open (its workers run such units all the
+// time); a new holder's Acquire still waits for the unit.
+func TestLeaseRenewWhileGuarded(t *testing.T) {
+	app := appName()
+	db := openOn(t, newPool(t, app), Options{Schema: newSchema(t)})
+	ctx := t.Context()
+	clock := resiliencetest.NewClock(t0)
+	s := db.Leases(lease.Config{Now: clock.Now})
+	l, err := s.Acquire(ctx, "orders", "node-a", 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	acquired := make(chan error, 1)
+	err = db.Tx(ctx, func(tx *Tx) error {
+		if err := s.Guard(ctx, tx, l); err != nil {
+			return err
+		}
+		other := db.Leases(lease.Config{Now: clock.Now})
+		bounded, cancel := context.WithTimeout(ctx, guard) // a wait for the unit of work would end here
+		defer cancel()
+		renewed, err := other.Renew(bounded, l, 20*time.Second)
+		if err != nil {
+			return fmt.Errorf("Renew while a guarded unit of work is open: %w", err)
+		}
+		if err := other.Release(bounded, renewed); err != nil {
+			return fmt.Errorf("Release while a guarded unit of work is open: %w", err)
+		}
+		go func() {
+			_, err := other.Acquire(ctx, "orders", "node-b", 10*time.Second)
+			acquired <- err
+		}()
+		waitUntil(t, "node-b's Acquire waits for the guarded unit of work", func() bool { return waitingForLock(t, app) })
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-acquired; err != nil {
+		t.Errorf("Acquire after the guarded unit of work ended: %v", err)
+	}
+}
