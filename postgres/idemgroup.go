@@ -42,10 +42,13 @@ const (
 	keyGroupLockWait = 200 * time.Millisecond
 )
 
-// A keyCall is one call on its way through the group commit.
+// A keyCall is one call on its way through the group commit. The group
+// decides its own copy of the caller's request, so that a caller that gives
+// up leaves its request alone; the caller takes the copy back with the
+// answer.
 type keyCall struct {
 	ctx   context.Context
-	r     *driver.Request
+	own   driver.Request
 	state atomic.Int32 // keyQueued, then keyLeading, keyTaken or keyAbandoned
 	done  chan error   // the answer, or errLead
 }
@@ -70,7 +73,7 @@ type keyGroups struct {
 
 // apply runs r in a group, and returns when r is decided and committed.
 func (g *keyGroups) apply(ctx context.Context, r *driver.Request) error {
-	c := &keyCall{ctx: ctx, r: r, done: make(chan error, 1)}
+	c := &keyCall{ctx: ctx, own: *r, done: make(chan error, 1)}
 	g.mu.Lock()
 	g.queue = append(g.queue, c)
 	lead := g.leaders < keyGroupLeaders
@@ -86,7 +89,11 @@ func (g *keyGroups) apply(ctx context.Context, r *driver.Request) error {
 			g.commit(batch)
 			g.handOff()
 		}
-		if err := c.wait(); err != errLead {
+		err := c.wait()
+		if err != errLead {
+			if err == nil {
+				*r = c.own
+			}
 			return err
 		}
 		lead = true
@@ -94,18 +101,27 @@ func (g *keyGroups) apply(ctx context.Context, r *driver.Request) error {
 }
 
 // wait returns c's answer, or errLead. A caller that gives up before a group
-// takes its call returns at once; once taken, it waits for the answer (its
-// own context bounds the wait when the group goes call by call).
+// takes its call returns its context's error; one that gives up while its
+// group commits returns an error saying the outcome is unknown. A caller
+// handed the lead leads, whatever its context.
 func (c *keyCall) wait() error {
 	select {
 	case err := <-c.done:
 		return err
 	case <-c.ctx.Done():
-		if c.state.CompareAndSwap(keyQueued, keyAbandoned) {
-			return c.ctx.Err()
-		}
-		return <-c.done
 	}
+	if c.state.CompareAndSwap(keyQueued, keyAbandoned) {
+		return c.ctx.Err()
+	}
+	select {
+	case err := <-c.done:
+		return err
+	default:
+	}
+	if c.state.Load() == keyLeading {
+		return <-c.done // errLead, sent as the state was set
+	}
+	return fmt.Errorf("postgres: idempotency key: gave up while its group commit ran, which may commit it: %w", c.ctx.Err())
 }
 
 // take takes the calls waiting, self's among them, up to a group's bounds.
@@ -123,7 +139,7 @@ func (g *keyGroups) take(self *keyCall) []*keyCall {
 		switch {
 		case c.state.CompareAndSwap(keyQueued, keyTaken), c == self && c.state.CompareAndSwap(keyLeading, keyTaken):
 			batch = append(batch, c)
-			size += len(c.r.Fingerprint) + len(c.r.Response)
+			size += len(c.own.Fingerprint) + len(c.own.Response)
 		case c.state.Load() == keyLeading:
 			rest = append(rest, c)
 		}
@@ -180,7 +196,7 @@ func (g *keyGroups) commit(batch []*keyCall) {
 	}
 	db.log.Debug("postgres: idempotency keys: a group goes call by call", "schema", db.opts.Schema, "calls", len(batch), "err", err)
 	for _, c := range batch {
-		go func() { c.done <- g.k.applyOwn(c.ctx, c.r) }()
+		go func() { c.done <- g.k.applyOwn(c.ctx, &c.own) }()
 	}
 }
 
@@ -214,10 +230,10 @@ func (k *idempotencyKeys) writeGroup(ctx context.Context, batch []*keyCall) (sen
 	rows := make(map[[2]string]*keyRow, len(batch))
 	var scopes, keys []string
 	for _, c := range batch {
-		id := [2]string{c.r.Scope, c.r.Key}
+		id := [2]string{c.own.Scope, c.own.Key}
 		if rows[id] == nil {
-			rows[id] = &keyRow{scope: c.r.Scope, key: c.r.Key}
-			scopes, keys = append(scopes, c.r.Scope), append(keys, c.r.Key)
+			rows[id] = &keyRow{scope: c.own.Scope, key: c.own.Key}
+			scopes, keys = append(scopes, c.own.Scope), append(keys, c.own.Key)
 		}
 	}
 	b := &pgx.Batch{}
@@ -246,18 +262,18 @@ func (k *idempotencyKeys) writeGroup(ctx context.Context, batch []*keyCall) (sen
 		h()
 	}
 	for _, c := range batch {
-		row := rows[[2]string{c.r.Scope, c.r.Key}]
+		row := rows[[2]string{c.own.Scope, c.own.Key}]
 		cur := row.rec
 		// The caller takes the record's bytes out: give each its own.
 		cur.Fingerprint, cur.Response = bytes.Clone(cur.Fingerprint), bytes.Clone(cur.Response)
-		if !c.r.Decide(cur, row.found) {
+		if !c.own.Decide(cur, row.found) {
 			continue
 		}
 		row.dirty = true
-		if c.r.Delete {
+		if c.own.Delete {
 			row.rec, row.found = driver.Record{}, false
 		} else {
-			row.rec, row.found = c.r.Next, true
+			row.rec, row.found = c.own.Next, true
 		}
 	}
 
