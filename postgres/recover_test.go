@@ -44,18 +44,24 @@ func storeDB(tb testing.TB, configure func(*pgxpool.Config)) (db *DB, reopen fun
 	}
 }
 
-// textMode runs a pool's statements unprepared, in the simple protocol, with
-// results in text in a zone far from UTC, as a transaction pooler needs.
-func textMode(cfg *pgxpool.Config) {
-	cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
-	cfg.ConnConfig.RuntimeParams["timezone"] = "Asia/Kathmandu"
+// unprepared runs a pool's statements unprepared in mode, as a transaction
+// pooler needs, with results in text in a zone far from UTC.
+func unprepared(mode pgx.QueryExecMode) func(cfg *pgxpool.Config) {
+	return func(cfg *pgxpool.Config) {
+		cfg.ConnConfig.DefaultQueryExecMode = mode
+		cfg.ConnConfig.RuntimeParams["timezone"] = "Asia/Kathmandu"
+	}
 }
 
 // modes are the pool set-ups the suites run on.
 var modes = []struct {
 	name      string
 	configure func(*pgxpool.Config)
-}{{"Default", nil}, {"SimpleProtocol", textMode}}
+}{
+	{"Default", nil},
+	{"SimpleProtocol", unprepared(pgx.QueryExecModeSimpleProtocol)},
+	{"Exec", unprepared(pgx.QueryExecModeExec)},
+}
 
 func TestDeadLetters(t *testing.T) {
 	testURL(t)
