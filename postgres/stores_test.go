@@ -4,9 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/recado-dev/recado"
 	"github.com/recado-dev/recado/eventstore"
@@ -481,5 +484,43 @@ func TestLeaseRenewWhileGuarded(t *testing.T) {
 	}
 	if err := <-acquired; err != nil {
 		t.Errorf("Acquire after the guarded unit of work ended: %v", err)
+	}
+}
+
+// TestStoresOddSchemaName: the stores work in a schema whose name holds
+// quotes, placeholders and format verbs, none of which runs as SQL.
+func TestStoresOddSchemaName(t *testing.T) {
+	name := newSchema(t) + `"'$1%[1]s\`
+	t.Cleanup(func() {
+		if _, err := newPool(t, "").Exec(context.Background(), "DROP SCHEMA IF EXISTS "+pgx.Identifier{name}.Sanitize()+" CASCADE"); err != nil {
+			t.Errorf("drop schema %q: %v", name, err)
+		}
+	})
+	for _, mode := range modes {
+		t.Run(mode.name, func(t *testing.T) {
+			pool := newPool(t, "")
+			if mode.configure != nil {
+				pool = newPoolWith(t, mode.configure)
+			}
+			db := openOn(t, pool, Options{Schema: name})
+			ctx := t.Context()
+			id := mode.name
+			if _, err := db.Leases(lease.Config{}).Acquire(ctx, id, "h", time.Minute); err != nil {
+				t.Errorf("lease: %v", err)
+			}
+			if c, err := db.IdempotencyKeys(idempotency.Config{}).Claim(ctx, nil, "s", id, nil); err != nil || c.Status != idempotency.Claimed {
+				t.Errorf("idempotency key: %v, %v", c.Status, err)
+			}
+			if first, err := db.Inbox(inbox.Config{}).Claim(ctx, nil, "c", id); err != nil || !first {
+				t.Errorf("inbox: %v, %v", first, err)
+			}
+			dl := db.DeadLetters(deadletter.Config{})
+			if _, err := dl.Add(ctx, nil, deadletter.Failure{Source: "s", Key: id, Message: recado.Event{Type: "T"}, Err: errors.New("boom")}); err != nil {
+				t.Errorf("dead letter: %v", err)
+			}
+			if keys, err := dl.Blocked(ctx, "s"); err != nil || !slices.Contains(keys, id) {
+				t.Errorf("blocked keys = %v, %v", keys, err)
+			}
+		})
 	}
 }
