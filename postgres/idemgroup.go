@@ -171,7 +171,7 @@ func (g *keyGroups) commit(batch []*keyCall) {
 	}
 	db := g.k.db
 	var err error
-	for attempt := 1; attempt <= keyGroupAttempts; attempt++ {
+	for attempt := 1; ; attempt++ {
 		var sent bool
 		sent, err = g.k.writeGroup(db.ctx, batch)
 		switch {
@@ -190,8 +190,9 @@ func (g *keyGroups) commit(batch []*keyCall) {
 				c.done <- fmt.Errorf("postgres: idempotency key: the group commit's outcome is unknown: %w", err)
 			}
 			return
-		case !keyTaken23505(err):
-			attempt = keyGroupAttempts // no use deciding again
+		}
+		if !keyInsertedMeanwhile(err) || attempt == keyGroupAttempts {
+			break
 		}
 	}
 	db.log.Debug("postgres: idempotency keys: a group goes call by call", "schema", db.opts.Schema, "calls", len(batch), "err", err)
@@ -200,9 +201,9 @@ func (g *keyGroups) commit(batch []*keyCall) {
 	}
 }
 
-// keyTaken23505 reports whether err is the unique index refusing a new key
-// that another transaction inserted since the group read it.
-func keyTaken23505(err error) bool {
+// keyInsertedMeanwhile reports whether err is the unique index refusing a
+// new key that another transaction inserted since the group read it.
+func keyInsertedMeanwhile(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && pgErr.Code == "23505"
 }

@@ -171,9 +171,8 @@ func (db *DB) read(ctx context.Context, closed error, f func(q querier) error) e
 	return err
 }
 
-// deleteBatch runs sql, a DELETE of at most a batch of rows returning one
-// row per row deleted, in a short transaction of its own, and returns how
-// many it deleted.
+// deleteBatch runs sql, a DELETE of at most a batch of rows, in a short
+// transaction of its own, and returns how many it deleted.
 func (db *DB) deleteBatch(ctx context.Context, closed error, sql string, args ...any) (int, error) {
 	s, err := db.session(nil, closed, nil)
 	if err != nil {
