@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -522,5 +523,67 @@ func TestStoresOddSchemaName(t *testing.T) {
 				t.Errorf("blocked keys = %v, %v", keys, err)
 			}
 		})
+	}
+}
+
+// TestIdempotencyGroupCallerGivesUp: a caller that gives up while its call
+// waits for a group returns at once and its call never runs; one that gives
+// up while its group commits returns at once too, saying the outcome is
+// unknown, and the group commits the call.
+func TestIdempotencyGroupCallerGivesUp(t *testing.T) {
+	db := openTest(t, Options{})
+	ctx := t.Context()
+	k := newIdempotencyKeys(db)
+	entered, release := make(chan struct{}, 16), make(chan struct{})
+	k.beforeWrite = func() { entered <- struct{}{}; <-release }
+	s := idempotency.New(k, idempotency.Config{})
+	fp := []byte("fp")
+	claim := func(ctx context.Context, key string) chan error {
+		done := make(chan error, 1)
+		go func() { _, err := s.Claim(ctx, nil, "alice", key, fp); done <- err }()
+		return done
+	}
+	queued := func(n int) func() bool {
+		return func() bool { k.groups.mu.Lock(); defer k.groups.mu.Unlock(); return len(k.groups.queue) == n }
+	}
+	// Both leaders are held between their groups' round trips.
+	var leaders []chan error
+	for i := range keyGroupLeaders {
+		leaders = append(leaders, claim(ctx, fmt.Sprintf("leader-%d", i)))
+		<-entered
+	}
+	waiting, giveUp := context.WithCancel(ctx)
+	abandoned := claim(waiting, "abandoned")
+	waitUntil(t, "a third call queues", queued(1))
+	giveUp()
+	if err := <-abandoned; !errors.Is(err, context.Canceled) {
+		t.Errorf("a call given up while queued = %v, want context.Canceled", err)
+	}
+	// Two more calls queue; when the first leader is done, the next of them
+	// leads a group with both, which is held in turn.
+	next := claim(ctx, "next")
+	waitUntil(t, "a call queues", queued(2))
+	committing, giveUpLate := context.WithCancel(ctx)
+	late := claim(committing, "late")
+	waitUntil(t, "another call queues", queued(3))
+	release <- struct{}{}
+	if err := <-leaders[0]; err != nil {
+		t.Fatal(err)
+	}
+	<-entered // the group of "next" and "late"
+	giveUpLate()
+	if err := <-late; !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "may commit") {
+		t.Errorf("a call given up while its group commits = %v, want context.Canceled, outcome unknown", err)
+	}
+	close(release)
+	for _, done := range []chan error{leaders[1], next} {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for key, want := range map[string]idempotency.Status{"abandoned": idempotency.Claimed, "late": idempotency.InProgress} {
+		if c, err := s.Claim(ctx, nil, "alice", key, fp); err != nil || c.Status != want {
+			t.Errorf("claim of %q afterwards = %v, %v; want %v", key, c.Status, err, want)
+		}
 	}
 }
