@@ -109,6 +109,8 @@ func Example() {
 	pos := appendEvents(ctx, db, "order-1", recado.NewEvent("OrderPaid", nil))
 	if err := runner.WaitFor(ctx, pos); err != nil {
 		fmt.Println(err)
+		stop()
+		<-done
 		return
 	}
 	fmt.Printf("order-1: %+v\n", summaries.Get("order-1"))

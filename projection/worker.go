@@ -27,7 +27,7 @@ type worker[T recado.Tx] struct {
 
 	at       recado.Position // the committed checkpoint
 	caughtUp bool            // saved as caught up
-	role     checkpoint.Role // of the copy, as the last unit of work found it
+	role     checkpoint.Role // of the copy, as the last unit of work (or load) found it
 	blocked  map[string]bool // the partition's streams that have open dead letters
 }
 
@@ -148,9 +148,18 @@ func (w *worker[T]) renew(ctx context.Context, cancel context.CancelCauseFunc) {
 	}
 }
 
-// load reads the partition's checkpoint and its blocked streams.
+// load reads the partition's checkpoint, what its copy is to the
+// projection, and its blocked streams.
 func (w *worker[T]) load(ctx context.Context) error {
 	r := w.r
+	p, err := r.s.Checkpoints.Get(ctx, r.o.Name)
+	if err != nil {
+		return err
+	}
+	w.role = checkpoint.Active
+	if p.Building.Number == w.k.copy {
+		w.role = checkpoint.Building
+	}
 	cps, err := r.s.Checkpoints.Checkpoints(ctx, r.o.Name, w.k.copy)
 	if err != nil {
 		return err
