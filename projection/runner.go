@@ -188,9 +188,9 @@ type exit struct {
 	err error
 }
 
-// errStopped is the cause given to the workers of a copy the runner no
-// longer runs.
-var errStopped = errors.New("partition no longer run here")
+// errStopped is the cause given to the workers of a copy that a rebuild
+// replaced.
+var errStopped = fmt.Errorf("%w: a rebuild replaced the copy", checkpoint.ErrRetired)
 
 func (s *supervisor[T]) run(ctx context.Context) (err error) {
 	ctx, cancel := context.WithCancel(ctx)
@@ -223,7 +223,7 @@ func (s *supervisor[T]) run(ctx context.Context) (err error) {
 // fatal reports whether a worker's end must end Run.
 func fatal(err error) bool {
 	return err != nil && !errors.Is(err, lease.ErrLost) && !errors.Is(err, checkpoint.ErrRetired) &&
-		!errors.Is(err, errStopped) && !errors.Is(err, context.Canceled)
+		!errors.Is(err, context.Canceled)
 }
 
 // step reads the projection's record, stops the workers of copies that

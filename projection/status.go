@@ -160,29 +160,38 @@ func (r *Runner[T]) Status(ctx context.Context) (Status, error) {
 func waitFor(ctx context.Context, s Stores, name string, pos recado.Position, poll time.Duration,
 	local func(part) (localState, bool), changed func() <-chan struct{}) error {
 	fail := func(err error) error { return &Error{Op: "wait", Projection: name, Err: err} }
+	ended := func(p checkpoint.Projection, at recado.Position) error {
+		if p.Name == "" {
+			return fail(fmt.Errorf("waiting for position %s: the projection is not registered: %w", pos, ctx.Err()))
+		}
+		return fail(fmt.Errorf("waiting for position %s: reached %s: %w", pos, at, ctx.Err()))
+	}
 	timer := time.NewTimer(poll)
 	defer timer.Stop()
+	var last checkpoint.Projection // the record last read
+	var at recado.Position         // the position last reached
 	for {
 		stored := s.Checkpoints.Changed()
 		var here <-chan struct{}
 		if changed != nil {
 			here = changed()
 		}
-		p, at, err := reached(ctx, s, name, local)
+		p, low, err := reached(ctx, s, name, local)
 		switch {
+		case ctx.Err() != nil:
+			return ended(last, at)
 		case errors.Is(err, checkpoint.ErrNotFound):
 		case err != nil:
 			return fail(err)
-		case !at.Before(pos):
+		case !low.Before(pos):
 			return parkedAt(ctx, s, p, pos)
+		default:
+			last, at = p, low
 		}
 		timer.Reset(poll)
 		select {
 		case <-ctx.Done():
-			if p.Name == "" {
-				return fail(fmt.Errorf("waiting for position %s: the projection is not registered: %w", pos, ctx.Err()))
-			}
-			return fail(fmt.Errorf("waiting for position %s: reached %s: %w", pos, at, ctx.Err()))
+			return ended(last, at)
 		case <-stored:
 		case <-here:
 		case <-timer.C:

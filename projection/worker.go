@@ -101,6 +101,11 @@ func (w *worker[T]) run(ctx context.Context) (err error) {
 					return w.end(ctx, err)
 				}
 			}
+			if w.caughtUp && w.role == checkpoint.Building {
+				if err := w.swap(ctx); err != nil { // the active copy was ahead: try again
+					return w.end(ctx, err)
+				}
+			}
 		}
 	}
 }
@@ -228,21 +233,24 @@ func (w *worker[T]) read(ctx context.Context, out chan<- batch) {
 	}
 }
 
-// handle applies a batch and moves the checkpoint to its end.
+// handle applies a batch and moves the checkpoint to its end. A copy
+// being rebuilt that has caught up tries to replace the active copy.
 func (w *worker[T]) handle(ctx context.Context, b batch) error {
-	if len(b.events) == 0 && b.end == w.at && (!b.caughtUp || w.caughtUp) {
-		return nil
+	if len(b.events) > 0 || b.end != w.at || (b.caughtUp && !w.caughtUp) {
+		var err error
+		if w.r.outside {
+			err = w.handleOutside(ctx, b.events, b.end, b.caughtUp)
+		} else {
+			err = w.handleInside(ctx, b.events, b.end, b.caughtUp)
+		}
+		if err != nil {
+			return err
+		}
 	}
-	var err error
-	if w.r.outside {
-		err = w.handleOutside(ctx, b.events, b.end, b.caughtUp)
-	} else {
-		err = w.handleInside(ctx, b.events, b.end, b.caughtUp)
+	if b.caughtUp && w.role == checkpoint.Building {
+		return w.swap(ctx)
 	}
-	if err == nil && b.caughtUp && w.role == checkpoint.Building {
-		err = w.swap(ctx)
-	}
-	return err
+	return nil
 }
 
 // handleInside applies evs in one unit of work that saves the checkpoint
@@ -614,7 +622,7 @@ func (w *worker[T]) redeliver(ctx context.Context, l deadletter.Letter) error {
 // swap makes the copy this worker builds the active one, if every
 // partition of it has caught up with the log and none is behind the active
 // copy, in a unit of work that calls Options.Swap. Until then it does
-// nothing: the next caught-up batch of any partition tries again.
+// nothing: the next caught-up batch, or the next tick, tries again.
 func (w *worker[T]) swap(ctx context.Context) error {
 	r := w.r
 	cps, err := r.s.Checkpoints.Checkpoints(ctx, r.o.Name, w.k.copy)

@@ -25,6 +25,11 @@ const (
 	benchLagWriters = 64
 )
 
+// benchRuns numbers the projections of the catch-up benchmarks: each run
+// catches up from the start under a name of its own, also when a log is
+// reused.
+var benchRuns atomic.Int64
+
 // BenchBackend is a backend under benchmark.
 type BenchBackend struct {
 	Backend
@@ -104,13 +109,13 @@ func Bench(b *testing.B, newBackend BenchFactory) {
 	b.Run("CatchUp/ToMap", func(b *testing.B) {
 		be, last := log(b)
 		b.ResetTimer()
-		for i := range b.N {
+		for range b.N {
 			counts := make(map[string]int)
 			h := projection.AtLeastOnce[recado.Tx](func(_ context.Context, e projection.Event) error {
 				counts[e.Stream]++ // one partition: one goroutine
 				return nil
 			})
-			catchUp(b, be, fmt.Sprintf("bench-map-%d", i), h, last)
+			catchUp(b, be, fmt.Sprintf("bench-map-%d", benchRuns.Add(1)), h, last)
 			if len(counts) != size/benchStreamLen {
 				b.Fatalf("the map has %d streams, want %d", len(counts), size/benchStreamLen)
 			}
@@ -127,8 +132,8 @@ func Bench(b *testing.B, newBackend BenchFactory) {
 			b.Skip("the backend has no transactional read model (BenchBackend.Apply)")
 		}
 		b.ResetTimer()
-		for i := range b.N {
-			catchUp(b, be, fmt.Sprintf("bench-rm-%d", i), projection.HandlerFunc[recado.Tx](be.Apply), last)
+		for range b.N {
+			catchUp(b, be, fmt.Sprintf("bench-rm-%d", benchRuns.Add(1)), projection.HandlerFunc[recado.Tx](be.Apply), last)
 		}
 		b.ReportMetric(float64(size*b.N)/b.Elapsed().Seconds(), "events/s")
 	})

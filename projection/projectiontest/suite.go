@@ -96,7 +96,7 @@ var tests = []struct {
 	{"WaitFor", testWaitFor},
 	{"Rebuild", testRebuild},
 	{"AtLeastOnce", testAtLeastOnce},
-	{"GracefulStop", testGracefulStop},
+	{"GracefulStopAndRepartition", testGracefulStop},
 }
 
 type env struct {
@@ -793,4 +793,19 @@ func testGracefulStop(t *testing.T, e *env) {
 	if !errors.Is(err, projection.ErrInvalid) || !strings.Contains(err.Error(), "Rebuild") {
 		t.Errorf("Run with 5 partitions for a copy of 3 = %v, want ErrInvalid telling to rebuild", err)
 	}
+
+	// A rebuild changes the partitions: the runner with 5 runs the copy of
+	// 3 until the copy of 5 replaces it.
+	o.Swap = func(context.Context, recado.Tx, uint64, uint64) error { return nil }
+	r5 := e.runner(o)
+	if n, err := r5.Rebuild(e.ctx()); err != nil || n != 2 {
+		t.Fatalf("Rebuild with 5 partitions = %d, %v; want copy 2", n, err)
+	}
+	e.start(r5)
+	e.eventually("the copy of 5 partitions is active", func() bool {
+		p, err := e.Stores.Checkpoints.Get(e.ctx(), "stopping")
+		return err == nil && p.Active == checkpoint.Copy{Number: 2, Partitions: 5}
+	})
+	e.waitFor(r5, e.appendTo("order-1", "OrderNoted").LastPosition)
+	e.mirrors(2, map[string]uint64{"order-1": 3})
 }
