@@ -29,6 +29,10 @@ type worker[T recado.Tx] struct {
 	caughtUp bool            // saved as caught up
 	role     checkpoint.Role // of the copy, as the last unit of work (or load) found it
 	blocked  map[string]bool // the partition's streams that have open dead letters
+
+	// free holds batch buffers the worker has done with, for the reader to
+	// fill again: catching up allocates no slice per batch.
+	free chan []recado.Event
 }
 
 // storeError marks an error of the stores (or of ctx) inside a unit of
@@ -81,6 +85,7 @@ func (w *worker[T]) run(ctx context.Context) (err error) {
 		return w.end(ctx, err)
 	}
 	batches := make(chan batch, 1)
+	w.free = make(chan []recado.Event, 2)
 	wg.Go(func() { w.read(ctx, batches) })
 	tick := time.NewTicker(r.o.PollInterval)
 	defer tick.Stop()
@@ -94,6 +99,11 @@ func (w *worker[T]) run(ctx context.Context) (err error) {
 			}
 			if err := w.handle(ctx, b); err != nil {
 				return w.end(ctx, err)
+			}
+			clear(b.events) // the handler got copies: drop the references
+			select {
+			case w.free <- b.events[:0]:
+			default:
 			}
 		case <-tick.C:
 			if len(w.blocked) > 0 {
@@ -191,7 +201,15 @@ func (w *worker[T]) load(ctx context.Context) error {
 // moves even when no event is the partition's.
 func (w *worker[T]) read(ctx context.Context, out chan<- batch) {
 	o := &w.r.o
-	b := batch{end: w.at}
+	buffer := func() []recado.Event {
+		select {
+		case buf := <-w.free:
+			return buf
+		default:
+			return make([]recado.Event, 0, min(o.Batch, 1024))
+		}
+	}
+	b := batch{end: w.at, events: buffer()}
 	sent, seen := w.at, 0
 	send := func() bool {
 		if len(b.events) == 0 && b.end == sent && !b.caughtUp {
@@ -200,7 +218,7 @@ func (w *worker[T]) read(ctx context.Context, out chan<- batch) {
 		select {
 		case out <- b:
 			sent, seen = b.end, 0
-			b = batch{end: b.end}
+			b = batch{end: b.end, events: buffer()}
 			return true
 		case <-ctx.Done():
 			return false
