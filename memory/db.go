@@ -42,6 +42,8 @@ type DB struct {
 	idempotency *idempotencyKeys
 	inbox       *inboxEntries
 	leases      *leases
+
+	checkpoints *checkpoints // the projections' checkpoint store's driver
 }
 
 // New returns an empty DB.
@@ -53,6 +55,7 @@ func New() *DB {
 	db.idempotency = &idempotencyKeys{db: db, recs: newTable[[2]string, idemdriver.Record]()}
 	db.inbox = &inboxEntries{db: db, entries: newTable[[2]string, inboxdriver.Entry]()}
 	db.leases = &leases{db: db, recs: newTable[string, leasedriver.Record]()}
+	db.checkpoints = newCheckpoints(db)
 	return db
 }
 
