@@ -560,7 +560,7 @@ func release(c *pgxpool.Conn, healthy bool) {
 // batchState is what the first round trip of a commit learns.
 type batchState struct {
 	rows     map[string]*streamRow    // by stream: as read (a zero row if none)
-	stored   map[string]driver.Stored // by ID: the batch's events already stored
+	stored   map[string]driver.Stored // by ID: the batch's events already stored, then those it writes (sized for all)
 	xid      int64                    // the transaction's id
 	seqs     []int64                  // sequence numbers, one per event, increasing
 	planMode string                   // plan_cache_mode to restore
@@ -588,7 +588,7 @@ func (e *eventDriver) readState(ctx context.Context, conn sender, own bool, reqs
 	slices.Sort(streams)
 	streams = slices.Compact(streams)
 
-	st := &batchState{rows: make(map[string]*streamRow, len(streams)), stored: make(map[string]driver.Stored)}
+	st := &batchState{rows: make(map[string]*streamRow, len(streams)), stored: make(map[string]driver.Stored, total)}
 	var blocks []int64
 	b := &pgx.Batch{}
 	// Plan the lookups and the stream update for their arguments. A generic
