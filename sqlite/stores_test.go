@@ -490,3 +490,49 @@ func TestStoresAcrossProcesses(t *testing.T) {
 		t.Errorf("lease = %+v, %v; want node-b with token %d", got, err, held.Token+1)
 	}
 }
+
+// TestStoresClosed: once the DB is closed, every call of its recoverability
+// stores fails with the store's ErrClosed.
+func TestStoresClosed(t *testing.T) {
+	db := openTest(t, Options{})
+	ctx := t.Context()
+	claims := db.Inbox(inbox.Config{})
+	keys := db.IdempotencyKeys(idempotency.Config{})
+	letters := db.DeadLetters(deadletter.Config{})
+	leases := db.Leases(lease.Config{})
+	l, err := letters.Add(ctx, nil, deadletter.Failure{Source: "s", Message: recado.Event{ID: "m1", Type: "T"}, Err: errors.New("boom")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	calls := []struct {
+		name   string
+		closed error
+		call   func() error
+	}{
+		{"inbox Claim", inbox.ErrClosed, func() error { _, err := claims.Claim(ctx, nil, "c", "m"); return err }},
+		{"inbox Handled", inbox.ErrClosed, func() error { _, err := claims.Handled(ctx, "c", "m"); return err }},
+		{"inbox Cleanup", inbox.ErrClosed, func() error { _, err := claims.Cleanup(ctx); return err }},
+		{"idempotency Claim", idempotency.ErrClosed, func() error { _, err := keys.Claim(ctx, nil, "s", "k", nil); return err }},
+		{"idempotency Cleanup", idempotency.ErrClosed, func() error { _, err := keys.Cleanup(ctx); return err }},
+		{"lease Acquire", lease.ErrClosed, func() error { _, err := leases.Acquire(ctx, "l", "h", time.Minute); return err }},
+		{"lease Get", lease.ErrClosed, func() error { _, err := leases.Get(ctx, "l"); return err }},
+		{"dead letter Add", deadletter.ErrClosed, func() error {
+			_, err := letters.Add(ctx, nil, deadletter.Failure{Source: "s", Err: errors.New("boom")})
+			return err
+		}},
+		{"dead letter Get", deadletter.ErrClosed, func() error { _, err := letters.Get(ctx, l.ID); return err }},
+		{"dead letter List", deadletter.ErrClosed, func() error { _, err := letters.List(ctx, deadletter.Query{}); return err }},
+		{"dead letter Groups", deadletter.ErrClosed, func() error { _, err := letters.Groups(ctx, deadletter.Query{}); return err }},
+		{"dead letter Blocked", deadletter.ErrClosed, func() error { _, err := letters.Blocked(ctx, "s"); return err }},
+		{"dead letter Replay", deadletter.ErrClosed, func() error { _, err := letters.Replay(ctx, l.ID); return err }},
+		{"dead letter Cleanup", deadletter.ErrClosed, func() error { _, err := letters.Cleanup(ctx); return err }},
+	}
+	for _, c := range calls {
+		if err := c.call(); !errors.Is(err, c.closed) {
+			t.Errorf("%s after Close = %v, want %v", c.name, err, c.closed)
+		}
+	}
+}
