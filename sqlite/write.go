@@ -321,8 +321,10 @@ func (db *DB) send(ctx context.Context, q *appendReq) error {
 // groupWrite runs op, a write of one of the DB's stores outside any unit of
 // work, in the next group commit, and returns once that has committed (or
 // failed). A caller whose ctx ends before the writer takes op gets ctx's
-// error and op never runs; once taken, op's group is a few statements from
-// its end, and groupWrite waits for it: the caller learns the outcome.
+// error and op never runs; once taken, op's group runs to its end (a few
+// statements, or the busy timeout while another process holds the file's
+// lock) and groupWrite waits for it: the caller learns the outcome, which a
+// store's contract has no "unknown" for.
 func (db *DB) groupWrite(ctx context.Context, op func(w *writeStmts) error) error {
 	q := appendReqs.Get().(*appendReq)
 	q.op = op
