@@ -28,12 +28,10 @@ func (db *DB) Inbox(cfg inbox.Config) *inbox.Store { return inbox.New(&inboxEntr
 // if the entry is there.
 func (b *inboxEntries) Claim(ctx context.Context, tx recado.Tx, e driver.Entry) (claimed bool, err error) {
 	err = b.db.storeWrite(ctx, tx, func(w *writeStmts) error {
-		claimed = false // the group may run again
-		return w.cache.queryRows(`INSERT INTO recado_inbox (consumer, message_id, time) VALUES (?, ?, ?)
-ON CONFLICT DO NOTHING RETURNING 1`, func(*sqlite3.Stmt) (bool, error) {
-			claimed = true
-			return false, nil
-		}, e.Consumer, e.MessageID, micros(e.Time))
+		err := w.cache.exec("INSERT INTO recado_inbox (consumer, message_id, time) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+			e.Consumer, e.MessageID, micros(e.Time))
+		claimed = err == nil && w.conn.Changes() == 1 // set on every run: the group may run again
+		return err
 	})
 	if err != nil {
 		return false, storeErr(err, driver.ErrClosed, driver.ErrForeignTx)
