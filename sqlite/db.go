@@ -148,7 +148,7 @@ type DB struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	waiting atomic.Int64 // appends sent and not yet taken or given up, for tests
+	waiting atomic.Int64 // group-commit writes sent and not yet taken or given up, for tests
 
 	signal driver.Signal
 	stats  struct{ commits, appends, events, txs atomic.Uint64 }
