@@ -33,7 +33,7 @@ var (
 // of the handlers themselves, which [Bus.Dispatch] returns as they are.
 type Error struct {
 	// Op is "accept", "dispatch", "status", "wait", "cleanup", "load",
-	// "save", "snapshot" or "run".
+	// "update", "snapshot" or "run".
 	Op string
 	// ID is the command the call was about, if one; Type its type, if
 	// known.

@@ -36,7 +36,9 @@ func (db *DB) Commands(cfg command.StoreConfig) *command.Store {
 	return command.NewStore(db.commands, cfg)
 }
 
-func idemKey(rec *driver.Record) [3]string { return [3]string{rec.Queue, rec.Scope, rec.IdempotencyKey} }
+func idemKey(rec *driver.Record) [3]string {
+	return [3]string{rec.Queue, rec.Scope, rec.IdempotencyKey}
+}
 
 // Insert implements [driver.Commands.Insert].
 func (c *commandRecords) Insert(ctx context.Context, rtx recado.Tx, rec *driver.Record) (existing driver.Record, found bool, err error) {
