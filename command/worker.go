@@ -352,9 +352,9 @@ func (w *Worker) keepMember(ctx context.Context, s *run, now time.Time, third ti
 func (w *Worker) balance(ctx context.Context, s *run, now time.Time) {
 	share := 0
 	if s.member != nil {
-		live := 0
+		live, leaseNow := 0, w.cfg.Leases.Now()
 		for i := range w.cfg.Partitions {
-			if l, err := w.cfg.Leases.Get(ctx, w.memberName(i)); err == nil && l.HeldAt(now) {
+			if l, err := w.cfg.Leases.Get(ctx, w.memberName(i)); err == nil && l.HeldAt(leaseNow) {
 				live++
 			}
 		}
@@ -709,7 +709,7 @@ func (w *Worker) bury(ctx context.Context, tx recado.Tx, j *job, cause error) (d
 // requested command is accepted again, with its attempts counted afresh.
 func (w *Worker) replays(sctx, ctx context.Context) {
 	_, err := w.cfg.DeadLetters.Redeliver(sctx, w.source, func(ctx context.Context, l deadletter.Letter) error {
-		_, err := w.q.store.change(ctx, nil, l.Message.ID, func(rec *driver.Record) error {
+		rec, err := w.q.store.change(ctx, nil, l.Message.ID, func(rec *driver.Record) error {
 			if rec.Status != DeadLettered {
 				return errSkip // accepted again already
 			}
@@ -717,6 +717,8 @@ func (w *Worker) replays(sctx, ctx context.Context) {
 			return nil
 		})
 		switch {
+		case err == nil:
+			w.transition(&rec, DeadLettered, Accepted, nil)
 		case errors.Is(err, errSkip):
 			return nil
 		case errors.Is(err, ErrNotFound): // cleaned up while the letter waited
