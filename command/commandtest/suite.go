@@ -257,6 +257,12 @@ func (e *env) wait(id string) command.Status {
 	if !st.State.Final() {
 		e.t.Fatalf("command %s (%s) still %v after 10s; path %v", id, st.Type, st.State, e.path(id))
 	}
+	// The workers report a change after its commit, which Wait may see
+	// first.
+	e.waitFor("the worker to report "+st.State.String(), func() bool {
+		p := e.path(id)
+		return len(p) > 0 && p[len(p)-1] == st.State
+	})
 	return st
 }
 
