@@ -122,10 +122,15 @@ type StoreConfig struct {
 // [Worker] (which runs them); [Store.Get], [Store.Wait] and [Store.Cleanup]
 // are for operators and tools as well.
 type Store struct {
-	d       driver.Commands
-	now     func() time.Time
-	cfg     StoreConfig
-	changed signal // notified after each write through this Store
+	d   driver.Commands
+	now func() time.Time
+	cfg StoreConfig
+	// accepted is notified when a command becomes accepted through this
+	// Store (new, retried or replayed): it wakes this process's workers.
+	accepted signal
+	// watch wakes the waiters of a command when it changes through this
+	// Store.
+	watch watchers
 }
 
 // NewStore returns the front over d. Backends call it; applications get a
@@ -179,7 +184,7 @@ func (s *Store) insert(ctx context.Context, tx recado.Tx, rec *driver.Record) (s
 		}
 		return statusOf(&old), true, nil
 	}
-	s.notify(tx)
+	s.notify(tx, rec.ID, true)
 	return statusOf(rec), false, nil
 }
 
@@ -209,13 +214,20 @@ func (s *Store) checkNew(rec *driver.Record) error {
 	return nil
 }
 
-// notify wakes this process's waiters now, or when tx commits.
-func (s *Store) notify(tx recado.Tx) {
+// notify wakes this process's waiters of command id, and its workers if
+// the command is accepted, now or when tx commits.
+func (s *Store) notify(tx recado.Tx, id string, accepted bool) {
+	f := func() {
+		s.watch.notify(id)
+		if accepted {
+			s.accepted.notify()
+		}
+	}
 	if tx != nil {
-		tx.OnCommit(s.changed.notify)
+		tx.OnCommit(f)
 		return
 	}
-	s.changed.notify()
+	f()
 }
 
 // Get returns the status of command id.
@@ -247,8 +259,9 @@ func (s *Store) get(ctx context.Context, id string) (driver.Record, error) {
 // Wait waits until command id reaches a final state (succeeded, failed or
 // dead-lettered), for at most timeout, and returns its status then: final,
 // or the state it is in when the time is up. It wakes at once for changes
-// made through this Store, and looks again every few hundred milliseconds
-// for changes made by other processes. A timeout of 0 looks once.
+// of the command made through this Store (by a Worker of this process), and
+// looks again every few hundred milliseconds for changes made by other
+// processes. A timeout of 0 looks once.
 func (s *Store) Wait(ctx context.Context, id string, timeout time.Duration) (Status, error) {
 	deadline := time.Now().Add(timeout)
 	poll := 10 * time.Millisecond
@@ -258,8 +271,9 @@ func (s *Store) Wait(ctx context.Context, id string, timeout time.Duration) (Sta
 			timer.Stop()
 		}
 	}()
-	for {
-		changed := s.changed.wait()
+	defer s.watch.done(id)
+	for again := false; ; again = true {
+		changed := s.watch.wait(id, again)
 		rec, err := s.get(ctx, id)
 		if err != nil {
 			return Status{}, &Error{Op: "wait", ID: id, Err: err}
@@ -336,7 +350,7 @@ func (s *Store) change(ctx context.Context, tx recado.Tx, id string, fn func(rec
 	if err != nil {
 		return out, driverError(err)
 	}
-	s.notify(tx)
+	s.notify(tx, id, out.Status == Accepted)
 	return out, nil
 }
 
@@ -354,7 +368,7 @@ func (s *Store) restore(ctx context.Context, rec driver.Record) error {
 	if err != nil {
 		return driverError(err)
 	}
-	s.notify(nil)
+	s.notify(nil, rec.ID, true)
 	return nil
 }
 

@@ -194,21 +194,37 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	defer w.active.Store(false)
 	s := &run{owned: make(map[uint32]*partition), inflight: make(map[string]*job),
-		cool: make(map[string]time.Time), done: make(chan *job, w.cfg.Concurrency)}
+		cool: make(map[string]time.Time), done: make(chan *job, w.cfg.Concurrency), look: true}
 	ticker := time.NewTicker(w.cfg.PollInterval)
 	defer ticker.Stop()
+	var accepted <-chan struct{}
 	for {
-		changed := w.q.store.changed.wait()
+		if accepted == nil { // kept until it fires: a select that takes a job's end must not lose it
+			accepted = w.q.store.accepted.wait()
+		}
 		w.maintain(ctx, s)
-		w.schedule(ctx, s)
+		if s.look {
+			w.schedule(ctx, s)
+		}
 		select {
 		case <-ctx.Done():
 			w.stop(ctx, s)
 			return nil
 		case j := <-s.done:
 			s.finish(j, time.Now().Add(w.cfg.PollInterval))
-		case <-changed:
+			for more := true; more; { // take every job that has ended since
+				select {
+				case j := <-s.done:
+					s.finish(j, time.Now().Add(w.cfg.PollInterval))
+				default:
+					more = false
+				}
+			}
+			s.look = s.backlog
+		case <-accepted:
+			s.look, accepted = true, nil
 		case <-ticker.C:
+			s.look = true
 		}
 	}
 }
@@ -225,6 +241,11 @@ type run struct {
 	cool      map[string]time.Time // commands whose last job recorded nothing: not before
 	done      chan *job
 	lastQuery error
+	// look is set when there may be commands to start; backlog when the
+	// last look left some that were due (for want of a free slot, or
+	// behind a running command of their key), so that a job's end is worth
+	// a look.
+	look, backlog bool
 }
 
 type partition struct {
@@ -434,8 +455,11 @@ func (w *Worker) schedule(ctx context.Context, s *run) {
 		}
 	}
 	if free <= 0 || len(owned) == 0 || ctx.Err() != nil {
+		s.look = false
+		s.backlog = s.backlog || free <= 0
 		return
 	}
+	s.look, s.backlog = false, false
 	sctx, cancel := w.storeCtx(ctx)
 	defer cancel()
 	recs, err := w.q.store.pending(sctx, driver.Query{Queue: w.q.name, Partitions: uint32(w.cfg.Partitions),
@@ -454,6 +478,7 @@ func (w *Worker) schedule(ctx context.Context, s *run) {
 		rec := &recs[i]
 		if rec.Key != "" {
 			if seen[rec.Key] {
+				s.backlog = true
 				continue // an older command of the key is pending
 			}
 			seen[rec.Key] = true
@@ -477,6 +502,7 @@ func (w *Worker) schedule(ctx context.Context, s *run) {
 			w.runJob(ctx, j)
 		}()
 		if free--; free == 0 {
+			s.backlog = s.backlog || i < len(recs)-1
 			return
 		}
 	}

@@ -169,7 +169,7 @@ func testSplit(t *testing.T, e *env) {
 	var mu sync.Mutex
 	ran := map[string]int{}
 	cfg := func(holder string) command.WorkerConfig {
-		c := e.workerConfig()
+		c := polling(e.workerConfig())
 		c.Holder, c.LeaseTTL = holder, 300*time.Millisecond
 		c.OnTransition = func(tr command.Transition) {
 			e.record(tr)

@@ -92,7 +92,7 @@ func testRetry(t *testing.T, e *env) {
 			return nil
 		}
 	})
-	e.start(e.workerConfig(), nil)
+	e.start(polling(e.workerConfig()), nil)
 	rc := e.accept(place("1"))
 	st := e.wait(rc.ID)
 	if st.State != command.Succeeded || st.Attempts != 3 || st.Problem != nil {
@@ -119,7 +119,7 @@ func testDeadLetter(t *testing.T, e *env) {
 			return nil
 		}
 	})
-	cfg := e.workerConfig()
+	cfg := polling(e.workerConfig())
 	cfg.MaxAttempts = 2
 	w := e.start(cfg, nil)
 	rc := e.accept(place("1"))
@@ -193,7 +193,7 @@ func testStopPutsBack(t *testing.T, e *env) {
 
 func testPanic(t *testing.T, e *env) {
 	e.faults.set(func(f *faults) { f.panic = func(c *command.Command) bool { return c.Attempt == 1 } })
-	e.start(e.workerConfig(), nil)
+	e.start(polling(e.workerConfig()), nil)
 	rc := e.accept(place("1"))
 	if st := e.wait(rc.ID); st.State != command.Succeeded || st.Attempts != 2 {
 		t.Errorf("status = %v, attempt %d; want a panic retried like a failure, then succeeded", st.State, st.Attempts)

@@ -174,15 +174,24 @@ func (e *env) wire() {
 	}
 }
 
-// workerConfig is the configuration of the suite's workers: short
-// intervals, a back-off of a millisecond, the transitions recorded.
+// workerConfig is the configuration of the suite's workers: a back-off of
+// a millisecond, the transitions recorded, and an hour between polls, so
+// that a worker that misses the wake-up of an accept (or of the end of a
+// command that others of its key wait for) fails the test. Tests that need
+// polls (a retry after its back-off, a dead letter's replay) use polling.
 func (e *env) workerConfig() command.WorkerConfig {
 	return command.WorkerConfig{
 		Events: e.Events, Leases: e.Leases, DeadLetters: e.DeadLetters,
-		Concurrency: 8, Partitions: 4, PollInterval: 5 * time.Millisecond,
+		Concurrency: 8, Partitions: 4, PollInterval: time.Hour,
 		Backoff:      resilience.Backoff{Initial: time.Millisecond, Max: time.Millisecond, Jitter: resilience.NoJitter},
 		OnTransition: e.record,
 	}
+}
+
+// polling returns cfg with polls every 5 ms.
+func polling(cfg command.WorkerConfig) command.WorkerConfig {
+	cfg.PollInterval = 5 * time.Millisecond
+	return cfg
 }
 
 func (e *env) record(tr command.Transition) {
