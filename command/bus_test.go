@@ -20,7 +20,7 @@ import (
 )
 
 // orders returns a memory DB and a bus with the sample order commands.
-func orders(t *testing.T) (*memory.DB, *command.Bus) {
+func orders(t testing.TB) (*memory.DB, *command.Bus) {
 	t.Helper()
 	db := memory.New()
 	t.Cleanup(func() { _ = db.Close() })
@@ -239,7 +239,9 @@ func TestDispatchInTx(t *testing.T) {
 
 func TestHandleErrors(t *testing.T) {
 	bus := command.NewBus(command.BusConfig{})
-	h := func(ctx context.Context, c *command.Command, n note) (command.Result, error) { return command.Result{}, nil }
+	h := func(ctx context.Context, c *command.Command, n note) (command.Result, error) {
+		return command.Result{}, nil
+	}
 	if err := command.Handle(bus, command.Route[note]{Name: "Note", Handle: h}); err != nil {
 		t.Fatal(err)
 	}
