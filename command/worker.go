@@ -231,16 +231,17 @@ func (w *Worker) Run(ctx context.Context) error {
 
 // run is the state of one Run, owned by its loop.
 type run struct {
-	member    *lease.Lease
-	memberAt  time.Time // when the member lease was last renewed
-	owned     map[uint32]*partition
-	balanced  time.Time // when the partitions were last balanced
-	cleaned   time.Time // by the worker's clock
-	replayed  time.Time // by the wall clock
-	inflight  map[string]*job
-	cool      map[string]time.Time // commands whose last job recorded nothing: not before
-	done      chan *job
-	lastQuery error
+	member      *lease.Lease
+	memberAt    time.Time // when the member lease was last renewed
+	memberTried time.Time // when the worker last tried to acquire one
+	owned       map[uint32]*partition
+	balanced    time.Time // when the partitions were last balanced
+	cleaned     time.Time // by the worker's clock
+	replayed    time.Time // by the wall clock
+	inflight    map[string]*job
+	cool        map[string]time.Time // commands whose last job recorded nothing: not before
+	done        chan *job
+	lastQuery   error
 	// look is set when there may be commands to start; backlog when the
 	// last look left some that were due (for want of a free slot, or
 	// behind a running command of their key), so that a job's end is worth
@@ -353,6 +354,10 @@ func (w *Worker) keepMember(ctx context.Context, s *run, now time.Time, third ti
 		}
 		s.member = nil
 	}
+	if !s.memberTried.IsZero() && now.Sub(s.memberTried) < third {
+		return // every member lease was held a moment ago: try again later
+	}
+	s.memberTried = now
 	for i := range w.cfg.Partitions {
 		l, err := w.cfg.Leases.Acquire(ctx, w.memberName(i), w.cfg.Holder, w.cfg.LeaseTTL)
 		if err == nil {
@@ -401,7 +406,13 @@ func (w *Worker) balance(ctx context.Context, s *run, now time.Time) {
 				continue
 			}
 			w.log.DebugContext(ctx, "command: partition acquired", "queue", w.q.name, "partition", p, "holder", w.cfg.Holder, "token", l.Token)
-			s.owned[uint32(p)] = &partition{l: l, renewed: now}
+			part := &partition{l: l, renewed: now}
+			for _, j := range s.inflight { // jobs of a former lease, still ending
+				if j.part == uint32(p) {
+					part.jobs++
+				}
+			}
+			s.owned[uint32(p)] = part
 		}
 	}
 	excess := len(s.owned) - share
