@@ -456,7 +456,8 @@ func (w *Worker) stop(ctx context.Context, s *run) {
 
 // schedule starts the commands that are due in the partitions the worker
 // owns: of each key, only the oldest pending command, and only when no
-// command of the key is running.
+// command of the key is running. They are claimed together, in one unit of
+// work.
 func (w *Worker) schedule(ctx context.Context, s *run) {
 	free := w.cfg.Concurrency - len(s.inflight)
 	var owned []uint32
@@ -485,6 +486,7 @@ func (w *Worker) schedule(ctx context.Context, s *run) {
 	s.lastQuery = nil
 	now, wall := stamp(w.now), time.Now()
 	seen := make(map[string]bool)
+	var due []*job
 	for i := range recs {
 		rec := &recs[i]
 		if rec.Key != "" {
@@ -504,37 +506,127 @@ func (w *Worker) schedule(ctx context.Context, s *run) {
 			delete(s.cool, rec.ID)
 		}
 		p := rec.KeyHash % uint32(w.cfg.Partitions)
-		part := s.owned[p]
-		j := &job{rec: *rec, part: p, lease: part.l}
-		s.inflight[rec.ID] = j
-		part.jobs++
-		go func() {
-			defer func() { s.done <- j }()
-			w.runJob(ctx, j)
-		}()
-		if free--; free == 0 {
+		due = append(due, &job{rec: *rec, part: p, lease: s.owned[p].l})
+		if len(due) == free {
 			s.backlog = s.backlog || i < len(recs)-1
-			return
+			break
+		}
+	}
+	for _, j := range due {
+		s.inflight[j.rec.ID] = j
+		s.owned[j.part].jobs++
+	}
+	if len(due) > 0 {
+		go w.start(ctx, s, due)
+	}
+}
+
+// start claims the jobs' commands in one unit of work, off the loop, and
+// runs each claimed one; every job ends on s.done.
+func (w *Worker) start(ctx context.Context, s *run, due []*job) {
+	sctx, cancel := w.storeCtx(ctx)
+	defer cancel()
+	for _, c := range w.claim(sctx, ctx, due) {
+		j := c.job
+		switch {
+		case c.err != nil: // not claimed: it cools down before the next try
+			s.done <- j
+		case c.rec.Status == DeadLettered: // started too many times: its workers died
+			j.recorded = true
+			w.transition(&c.rec, c.from, DeadLettered, errExhausted(c.rec.Attempts))
+			s.done <- j
+		default:
+			w.transition(&c.rec, c.from, Running, nil)
+			j.rec = c.rec
+			go func() {
+				defer func() { s.done <- j }()
+				w.runJob(ctx, j)
+			}()
 		}
 	}
 }
 
-// runJob claims j's command, runs its handler and records the outcome.
+// claimed is the outcome of the claim of one job.
+type claimed struct {
+	job  *job
+	rec  driver.Record
+	from State
+	err  error // the job was not claimed
+}
+
+// claim marks the jobs' commands running, in one unit of work guarded by
+// their partitions' leases, and returns each with the state it was in. A
+// command started MaxAttempts times already (its workers died each time) is
+// dead-lettered instead. A job whose lease is lost, or whose command is no
+// longer due, is not claimed; if the unit of work fails, none is.
+func (w *Worker) claim(ctx, runCtx context.Context, jobs []*job) []claimed {
+	out := make([]claimed, len(jobs))
+	err := w.tx(ctx, func(tx recado.Tx) error {
+		guards := make(map[uint32]error)
+		for i, j := range jobs {
+			out[i] = claimed{job: j}
+			g, ok := guards[j.part]
+			if !ok {
+				g = w.cfg.Leases.Guard(ctx, tx, j.lease)
+				guards[j.part] = g
+			}
+			if g != nil && !errors.Is(g, lease.ErrLost) {
+				return g
+			}
+			if out[i].err = g; g == nil {
+				out[i].rec, out[i].from, out[i].err = w.claimOne(ctx, tx, j)
+			}
+			if out[i].err != nil && !errors.Is(out[i].err, errSkip) {
+				return out[i].err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		w.log.WarnContext(runCtx, "command: claim not recorded", "queue", w.q.name, "commands", len(jobs), "err", err)
+		for i := range out {
+			out[i].err = err
+		}
+	}
+	return out
+}
+
+// claimOne marks j's command running in tx, or buries it when its attempts
+// have run out.
+func (w *Worker) claimOne(ctx context.Context, tx recado.Tx, j *job) (rec driver.Record, from State, err error) {
+	now := stamp(w.now)
+	exhausted := false
+	rec, err = w.q.store.change(ctx, tx, j.rec.ID, func(rec *driver.Record) error {
+		from = rec.Status
+		if !rec.Status.Pending() || rec.Status == Accepted && rec.NotBefore.After(now) {
+			return errSkip
+		}
+		if rec.Attempts >= w.cfg.MaxAttempts {
+			exhausted = true
+			return errSkip // buried below
+		}
+		rec.Status, rec.NotBefore = Running, time.Time{}
+		rec.Attempts++
+		return nil
+	})
+	if !exhausted {
+		return rec, from, err
+	}
+	j.rec = rec
+	rec, err = w.bury(ctx, tx, j, errExhausted(rec.Attempts))
+	return rec, from, err
+}
+
+// errExhausted is the cause of a command dead-lettered because it was
+// started MaxAttempts times and never recorded an outcome.
+func errExhausted(attempts int) error {
+	return fmt.Errorf("the command was started %d times and its worker stopped (or lost its lease) each time", attempts)
+}
+
+// runJob runs the handler of j's command, claimed, and records the outcome.
 func (w *Worker) runJob(ctx context.Context, j *job) {
 	sctx, cancel := w.storeCtx(ctx)
 	defer cancel()
-	rec, from, err := w.claim(sctx, j)
-	if err != nil {
-		w.dropped(ctx, j, "claim", err)
-		return
-	}
-	if rec.Status == DeadLettered { // started too many times: its workers died
-		j.recorded = true
-		w.transition(&rec, from, DeadLettered, errExhausted(rec.Attempts))
-		return
-	}
-	w.transition(&rec, from, Running, nil)
-	j.rec = rec
 	res, out, err := w.handle(ctx, sctx, j)
 	switch {
 	case err == nil:
@@ -560,46 +652,6 @@ func (w *Worker) dropped(ctx context.Context, j *job, step string, err error) {
 		level = slog.LevelDebug // someone else has the command now
 	}
 	w.log.Log(ctx, level, "command: "+step+" not recorded", "id", j.rec.ID, "type", j.rec.Type, "err", err)
-}
-
-// claim marks j's command running, in a unit of work guarded by the
-// partition's lease, and returns it with the state it was in. A command
-// started MaxAttempts times already (its workers died each time) is
-// dead-lettered instead.
-func (w *Worker) claim(ctx context.Context, j *job) (rec driver.Record, from State, err error) {
-	err = w.tx(ctx, func(tx recado.Tx) error {
-		if err := w.cfg.Leases.Guard(ctx, tx, j.lease); err != nil {
-			return err
-		}
-		now := stamp(w.now)
-		exhausted := false
-		rec, err = w.q.store.change(ctx, tx, j.rec.ID, func(rec *driver.Record) error {
-			from = rec.Status
-			if !rec.Status.Pending() || rec.Status == Accepted && rec.NotBefore.After(now) {
-				return errSkip
-			}
-			if rec.Attempts >= w.cfg.MaxAttempts {
-				exhausted = true
-				return errSkip // buried below, in this unit of work
-			}
-			rec.Status, rec.NotBefore = Running, time.Time{}
-			rec.Attempts++
-			return nil
-		})
-		if !exhausted {
-			return err
-		}
-		j.rec = rec
-		rec, err = w.bury(ctx, tx, j, errExhausted(rec.Attempts))
-		return err
-	})
-	return rec, from, err
-}
-
-// errExhausted is the cause of a command dead-lettered because it was
-// started MaxAttempts times and never recorded an outcome.
-func errExhausted(attempts int) error {
-	return fmt.Errorf("the command was started %d times and its worker stopped (or lost its lease) each time", attempts)
 }
 
 // handle runs j's handler through the bus and commits its result with the

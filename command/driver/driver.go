@@ -40,7 +40,12 @@ type Commands interface {
 	// Update runs fn in a transaction: tx's when tx is not nil (then
 	// [ErrForeignTx] if tx is not the driver's own, live, unit of work),
 	// else one of its own, committed if fn returns nil and rolled back
-	// otherwise. fn reads and writes records through w.
+	// otherwise. fn reads and writes records through w. The front's fn
+	// reads what it needs before it writes, and returns an error only
+	// before its first write (or with the error of a write): in the
+	// caller's unit of work, such an error leaves the unit usable, and a
+	// worker claims several commands in one unit, skipping those it finds
+	// taken.
 	Update(ctx context.Context, tx recado.Tx, fn func(w Writer) error) error
 
 	// Get returns the committed record id.
