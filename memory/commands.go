@@ -118,8 +118,8 @@ func (c *commandRecords) Pending(ctx context.Context, q driver.Query) (out []dri
 	}
 	slices.SortFunc(out, func(a, b driver.Record) int { return cmp.Compare(a.Seq, b.Seq) })
 	out = out[:min(len(out), q.Limit)]
-	for i := range out {
-		out[i] = out[i].Clone()
+	for i := range out { // the worker reads the rest when it claims them
+		out[i].Data, out[i].Fingerprint, out[i].Problem, out[i].Metadata = nil, nil, nil, recado.Metadata{}
 	}
 	return out, nil
 }

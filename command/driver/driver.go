@@ -52,7 +52,9 @@ type Commands interface {
 	Get(ctx context.Context, id string) (rec Record, found bool, err error)
 
 	// Pending returns the committed records that q selects ([Query.Match]),
-	// by ascending Seq, at most q.Limit.
+	// by ascending Seq, at most q.Limit. They need not carry their Data,
+	// Fingerprint, Metadata and Problem: a worker reads the records it
+	// starts whole, when it claims them.
 	Pending(ctx context.Context, q Query) ([]Record, error)
 
 	// Cleanup deletes at most limit records whose status is final and
