@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/recado-dev/recado"
+	cdriver "github.com/recado-dev/recado/command/driver"
 	"github.com/recado-dev/recado/eventstore"
 	"github.com/recado-dev/recado/eventstore/driver"
 	dldriver "github.com/recado-dev/recado/resilience/deadletter/driver"
@@ -44,6 +45,9 @@ type DB struct {
 	leases      *leases
 
 	checkpoints *checkpoints // the projections' checkpoint store's driver
+	// Package command's stores.
+	commands  *commandRecords
+	snapshots *snapshots
 }
 
 // New returns an empty DB.
@@ -56,6 +60,8 @@ func New() *DB {
 	db.inbox = &inboxEntries{db: db, entries: newTable[[2]string, inboxdriver.Entry]()}
 	db.leases = &leases{db: db, recs: newTable[string, leasedriver.Record]()}
 	db.checkpoints = newCheckpoints(db)
+	db.commands = newCommandRecords(db)
+	db.snapshots = &snapshots{db: db, snaps: newTable[string, cdriver.Snapshot]()}
 	return db
 }
 
