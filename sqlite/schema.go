@@ -28,6 +28,8 @@ func contracts() []contract {
 		{name: "idempotency", steps: []string{idempotencyV1}},
 		{name: "inbox", steps: []string{inboxV1}},
 		{name: "leases", steps: []string{leasesV1}},
+		{name: "commands", steps: []string{commandsV1}},
+		{name: "snapshots", steps: []string{snapshotsV1}},
 	}
 }
 
@@ -139,6 +141,59 @@ CREATE TABLE recado_leases (
 	acquired INTEGER NOT NULL,
 	expires  INTEGER NOT NULL
 ) WITHOUT ROWID;
+`
+
+// commandsV1 is version 1 of the "commands" contract: a row per command
+// record. seq is the record's Seq: AUTOINCREMENT never gives a number again,
+// even once the highest record is cleaned up. idem_key is NULL for a record
+// without an idempotency key (NULLs are distinct in a UNIQUE constraint).
+// status is the driver's Status (1 accepted, 2 running: pending; 3
+// succeeded, 4 failed, 5 dead-lettered: final).
+const commandsV1 = `
+CREATE TABLE recado_commands (
+	seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+	id          TEXT    NOT NULL UNIQUE,
+	queue       TEXT    NOT NULL,
+	scope       TEXT    NOT NULL,
+	idem_key    TEXT,
+	fingerprint BLOB,
+	type        TEXT    NOT NULL,
+	data        BLOB,
+	metadata    BLOB,
+	seq_key     TEXT    NOT NULL, -- the ordering key; '' for none
+	key_hash    INTEGER NOT NULL,
+	status      INTEGER NOT NULL,
+	attempts    INTEGER NOT NULL,
+	accepted    INTEGER NOT NULL,
+	updated     INTEGER NOT NULL,
+	not_before  INTEGER,
+	stream      TEXT    NOT NULL,
+	version     INTEGER NOT NULL,
+	pos         INTEGER NOT NULL,
+	pos_minor   INTEGER NOT NULL,
+	location    TEXT    NOT NULL,
+	problem     BLOB,
+	letter      INTEGER NOT NULL,
+	UNIQUE (queue, scope, idem_key)
+);
+-- The pending records of a queue, in the order the workers scan them.
+CREATE INDEX recado_commands_pending ON recado_commands (queue, seq) WHERE status <= 2;
+-- The final records that cleanup deletes.
+CREATE INDEX recado_commands_final ON recado_commands (updated) WHERE status >= 3;
+`
+
+// snapshotsV1 is version 1 of the "snapshots" contract: a row per stream,
+// its latest snapshot. A rowid table, not WITHOUT ROWID: states may be
+// large.
+const snapshotsV1 = `
+CREATE TABLE recado_snapshots (
+	stream   TEXT    NOT NULL UNIQUE,
+	schema   TEXT    NOT NULL,
+	version  INTEGER NOT NULL,
+	event_id TEXT    NOT NULL,
+	data     BLOB,
+	time     INTEGER
+);
 `
 
 // migrate creates and upgrades the schema of every contract in one write

@@ -81,7 +81,7 @@ func useStores(t *testing.T, db *DB, tag string) {
 }
 
 func TestMigrateRecoverabilityStores(t *testing.T) {
-	want := map[string]int{"events": 2, "deadletters": 1, "idempotency": 1, "inbox": 1, "leases": 1}
+	want := map[string]int{"events": 2, "deadletters": 1, "idempotency": 1, "inbox": 1, "leases": 1, "commands": 1, "snapshots": 1}
 	t.Run("empty file", func(t *testing.T) {
 		db := openTest(t, Options{})
 		if got := schemaVersions(t, db); !maps.Equal(got, want) {
