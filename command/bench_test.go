@@ -14,16 +14,20 @@ import (
 
 func BenchmarkAccept(b *testing.B) {
 	b.Run("Memory", func(b *testing.B) { commandtest.BenchAccept(b, memoryBackend) })
+	b.Run("SQLite", func(b *testing.B) { commandtest.BenchAccept(b, sqliteBackend) })
 }
 
 func BenchmarkCommandThroughput(b *testing.B) {
 	b.Run("Memory", func(b *testing.B) { commandtest.BenchThroughput(b, memoryBackend) })
+	b.Run("SQLite", func(b *testing.B) { commandtest.BenchThroughput(b, sqliteBackend) })
 }
 
 func BenchmarkAcceptHTTP(b *testing.B) {
 	b.Run("Memory", func(b *testing.B) { commandtest.BenchAcceptHTTP(b, memoryBackend) })
+	b.Run("SQLite", func(b *testing.B) { commandtest.BenchAcceptHTTP(b, sqliteBackend) })
 }
 
 func BenchmarkAppendConcurrent(b *testing.B) {
 	b.Run("Memory", func(b *testing.B) { commandtest.BenchAppend(b, memoryBackend) })
+	b.Run("SQLite", func(b *testing.B) { commandtest.BenchAppend(b, sqliteBackend) })
 }
