@@ -8,7 +8,8 @@
 // driver stores, reads and decides each request with the contract's rules
 // inside its own transaction. The recoverability stores ([DB.DeadLetters],
 // [DB.IdempotencyKeys], [DB.Inbox], [DB.Leases]; package resilience's
-// fronts over this package's drivers) are further parts of the same DB and
+// fronts over this package's drivers), and package command's stores
+// ([DB.Commands], [DB.Snapshots]), are further parts of the same DB and
 // share its file, its writer and its unit of work.
 //
 // # One writer, group commit
@@ -80,6 +81,17 @@
 // and the batched cleanups run in short transactions of their own. Reads
 // (a lease, whether a message was handled, the operators' lists) run on the
 // read connections and see what has committed.
+//
+// # Command stores
+//
+// The command records and the snapshots keep their rows in tables
+// recado_commands and recado_snapshots, each under its own schema contract.
+// Given a [Tx], an accept, a worker's state change and a snapshot's save
+// join the unit of work: a command's events and its "succeeded" state
+// commit together. Without one, an accept and a snapshot's save go through
+// group commit beside the appends, and a state change runs in a transaction
+// of its own. The workers find pending commands through a partial index of
+// the pending records, by queue and acceptance order.
 //
 // # Durability
 //
