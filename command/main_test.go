@@ -8,9 +8,9 @@ import (
 	"github.com/recado-dev/recado/command/commandtest"
 	"github.com/recado-dev/recado/eventstore/eventstoretest"
 	"github.com/recado-dev/recado/memory"
-	"github.com/recado-dev/recado/sqlite"
 	"github.com/recado-dev/recado/resilience/deadletter"
 	"github.com/recado-dev/recado/resilience/lease"
+	"github.com/recado-dev/recado/sqlite"
 	"go.uber.org/goleak"
 )
 
