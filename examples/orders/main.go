@@ -31,14 +31,15 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/recado-dev/recado"
 	"github.com/recado-dev/recado/command"
-	"github.com/recado-dev/recado/memory"
 	"github.com/recado-dev/recado/resilience/deadletter"
 	"github.com/recado-dev/recado/resilience/lease"
+	"github.com/recado-dev/recado/sqlite"
 )
 
 // The commands and events of an order.
@@ -122,10 +123,11 @@ func main() {
 	addr := flag.String("addr", "localhost:8080", "address to serve on")
 	demo := flag.Bool("demo", false, "run a client against the service, print what it sees, and exit")
 	work := flag.Duration("work", time.Second, "how long checking an order takes")
+	file := flag.String("db", "orders.db", "the SQLite file that keeps events, commands and their state (-demo uses a temporary one)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	if err := run(ctx, os.Stdout, *addr, *demo, *work); err != nil {
+	if err := run(ctx, os.Stdout, *file, *addr, *demo, *work); err != nil {
 		log.Fatal(err)
 	}
 }
@@ -137,7 +139,7 @@ type service struct {
 	repo   *command.Repository[Order, any]
 }
 
-func newService(db *memory.DB, work time.Duration, logger *slog.Logger) (*service, error) {
+func newService(db *sqlite.DB, work time.Duration, logger *slog.Logger) (*service, error) {
 	reg := recado.NewRegistry(nil)
 	if err := errors.Join(recado.Register[OrderPlaced](reg, "OrderPlaced"),
 		recado.Register[OrderCancelled](reg, "OrderCancelled")); err != nil {
@@ -213,10 +215,23 @@ func (s *service) handler() http.Handler {
 	return mux
 }
 
-func run(ctx context.Context, out io.Writer, addr string, demo bool, work time.Duration) error {
-	// The backend, in one line: memory keeps nothing across a restart.
-	// (With SQLite, once its command store exists: sqlite.Open("orders.db", sqlite.Options{}).)
-	db := memory.New()
+func run(ctx context.Context, out io.Writer, file, addr string, demo bool, work time.Duration) error {
+	// The backend, in one line: one SQLite file keeps the events, the
+	// commands, their leases and dead letters, so accepted commands survive a
+	// restart. (memory.New() keeps nothing across one; postgres.Connect for
+	// several processes.)
+	if demo {
+		dir, err := os.MkdirTemp("", "recado-orders-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		file = filepath.Join(dir, "orders.db")
+	}
+	db, err := sqlite.Open(file, sqlite.Options{})
+	if err != nil {
+		return err
+	}
 	defer db.Close()
 
 	logger := slog.New(slog.DiscardHandler)

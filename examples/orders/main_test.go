@@ -9,7 +9,7 @@ import (
 
 func TestDemo(t *testing.T) {
 	var out strings.Builder
-	if err := run(context.Background(), &out, "", true, 50*time.Millisecond); err != nil {
+	if err := run(context.Background(), &out, "", "", true, 50*time.Millisecond); err != nil {
 		t.Fatalf("demo: %v\n%s", err, out.String())
 	}
 	for _, want := range []string{
