@@ -14,6 +14,7 @@ import (
 
 	"github.com/recado-dev/recado"
 	"github.com/recado-dev/recado/eventstore"
+	"github.com/recado-dev/recado/projection/checkpoint"
 	"github.com/recado-dev/recado/resilience/deadletter"
 	"github.com/recado-dev/recado/resilience/idempotency"
 	"github.com/recado-dev/recado/resilience/inbox"
@@ -78,10 +79,21 @@ func useStores(t *testing.T, db *DB, tag string) {
 	if got, err := dl.Get(ctx, l.ID); err != nil || got.Message.ID != tag {
 		t.Errorf("dead letter Get = %+v, %v", got, err)
 	}
+	cps := db.Checkpoints(checkpoint.Config{})
+	if _, err := cps.Register(ctx, tag, 2); err != nil {
+		t.Fatalf("checkpoint Register: %v", err)
+	}
+	saved := checkpoint.Checkpoint{Name: tag, Copy: 1, Partition: 1, Position: recado.NewPosition(7, 0)}
+	if _, err := cps.Save(ctx, nil, saved); err != nil {
+		t.Fatalf("checkpoint Save: %v", err)
+	}
+	if got, err := cps.Checkpoints(ctx, tag, 1); err != nil || len(got) != 2 || got[1].Position != saved.Position {
+		t.Errorf("checkpoint Checkpoints = %+v, %v", got, err)
+	}
 }
 
 func TestMigrateRecoverabilityStores(t *testing.T) {
-	want := map[string]int{"events": 2, "deadletters": 1, "idempotency": 1, "inbox": 1, "leases": 1}
+	want := map[string]int{"events": 2, "deadletters": 1, "idempotency": 1, "inbox": 1, "leases": 1, "checkpoints": 1}
 	t.Run("empty file", func(t *testing.T) {
 		db := openTest(t, Options{})
 		if got := schemaVersions(t, db); !maps.Equal(got, want) {
@@ -492,7 +504,7 @@ func TestStoresAcrossProcesses(t *testing.T) {
 }
 
 // TestStoresClosed: once the DB is closed, every call of its recoverability
-// stores fails with the store's ErrClosed.
+// stores and of its checkpoint store fails with the store's ErrClosed.
 func TestStoresClosed(t *testing.T) {
 	db := openTest(t, Options{})
 	ctx := t.Context()
@@ -500,6 +512,10 @@ func TestStoresClosed(t *testing.T) {
 	keys := db.IdempotencyKeys(idempotency.Config{})
 	letters := db.DeadLetters(deadletter.Config{})
 	leases := db.Leases(lease.Config{})
+	cps := db.Checkpoints(checkpoint.Config{})
+	if _, err := cps.Register(ctx, "p", 1); err != nil {
+		t.Fatal(err)
+	}
 	l, err := letters.Add(ctx, nil, deadletter.Failure{Source: "s", Message: recado.Event{ID: "m1", Type: "T"}, Err: errors.New("boom")})
 	if err != nil {
 		t.Fatal(err)
@@ -529,6 +545,14 @@ func TestStoresClosed(t *testing.T) {
 		{"dead letter Blocked", deadletter.ErrClosed, func() error { _, err := letters.Blocked(ctx, "s"); return err }},
 		{"dead letter Replay", deadletter.ErrClosed, func() error { _, err := letters.Replay(ctx, l.ID); return err }},
 		{"dead letter Cleanup", deadletter.ErrClosed, func() error { _, err := letters.Cleanup(ctx); return err }},
+		{"checkpoint Register", checkpoint.ErrClosed, func() error { _, err := cps.Register(ctx, "q", 1); return err }},
+		{"checkpoint Save", checkpoint.ErrClosed, func() error {
+			_, err := cps.Save(ctx, nil, checkpoint.Checkpoint{Name: "p", Copy: 1, Position: recado.NewPosition(1, 0)})
+			return err
+		}},
+		{"checkpoint Get", checkpoint.ErrClosed, func() error { _, err := cps.Get(ctx, "p"); return err }},
+		{"checkpoint Checkpoints", checkpoint.ErrClosed, func() error { _, err := cps.Checkpoints(ctx, "p", 1); return err }},
+		{"checkpoint Names", checkpoint.ErrClosed, func() error { _, err := cps.Names(ctx); return err }},
 	}
 	for _, c := range calls {
 		if err := c.call(); !errors.Is(err, c.closed) {
