@@ -193,8 +193,9 @@ func openPath(t *testing.T, path string) *DB {
 
 // TestStoresInUnitOfWorkAbortedBySQLite: a unit of work whose transaction
 // SQLite ends (here a trigger's RAISE(ROLLBACK) on an append) keeps nothing
-// of what the recoverability stores did in it, before or after; their later
-// calls in it fail with ErrTxAborted, and DB.Tx does.
+// of what the recoverability stores and the checkpoint store did in it,
+// before or after; their later calls in it fail with ErrTxAborted, and DB.Tx
+// does.
 func TestStoresInUnitOfWorkAbortedBySQLite(t *testing.T) {
 	db := openTest(t, Options{})
 	addPoison(t, db)
@@ -206,6 +207,13 @@ func TestStoresInUnitOfWorkAbortedBySQLite(t *testing.T) {
 	held, err := leases.Acquire(ctx, "projection:orders", "node-a", time.Minute)
 	if err != nil {
 		t.Fatal(err)
+	}
+	cps := db.Checkpoints(checkpoint.Config{})
+	if _, err := cps.Register(ctx, "orders", 1); err != nil {
+		t.Fatal(err)
+	}
+	at := func(n uint64) checkpoint.Checkpoint {
+		return checkpoint.Checkpoint{Name: "orders", Copy: 1, Position: recado.NewPosition(n, 0)}
 	}
 	failure := deadletter.Failure{Source: "projection:orders", Key: "order-1", Message: recado.Event{ID: "m1", Type: "T"}, Err: errors.New("boom")}
 	err = db.Tx(ctx, func(tx *Tx) error {
@@ -225,6 +233,9 @@ func TestStoresInUnitOfWorkAbortedBySQLite(t *testing.T) {
 		if _, err := letters.Add(ctx, tx, failure); err != nil {
 			t.Fatal(err)
 		}
+		if _, err := cps.Save(ctx, tx, at(5)); err != nil {
+			t.Fatal(err)
+		}
 		_, err = db.Events().Append(ctx, "order-2", events("poison", 1), eventstore.InTx(tx))
 		if err == nil || !strings.Contains(err.Error(), "poisoned") {
 			t.Fatalf("poisoned append = %v", err)
@@ -238,6 +249,8 @@ func TestStoresInUnitOfWorkAbortedBySQLite(t *testing.T) {
 				return err
 			},
 			"dead letter Add": func() error { _, err := letters.Add(ctx, tx, failure); return err },
+			"checkpoint Save": func() error { _, err := cps.Save(ctx, tx, at(6)); return err },
+			"checkpoint Swap": func() error { _, err := cps.Swap(ctx, tx, "orders", 2); return err },
 		}
 		for name, call := range calls {
 			if err := call(); !errors.Is(err, ErrTxAborted) || !strings.Contains(err.Error(), "poisoned") {
@@ -264,6 +277,9 @@ func TestStoresInUnitOfWorkAbortedBySQLite(t *testing.T) {
 	}
 	if err := leases.Guard(ctx, nil, held); err != nil {
 		t.Errorf("the lease after the aborted unit: %v", err)
+	}
+	if got, err := cps.Checkpoints(ctx, "orders", 1); err != nil || !got[0].Position.IsZero() {
+		t.Errorf("checkpoints after the aborted unit = %+v, %v; want none saved", got, err)
 	}
 	// The DB goes on: the same writes in a unit of work that commits.
 	err = db.Tx(ctx, func(tx *Tx) error {
