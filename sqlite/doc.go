@@ -8,9 +8,12 @@
 // driver stores, reads and decides each request with the contract's rules
 // inside its own transaction. The recoverability stores ([DB.DeadLetters],
 // [DB.IdempotencyKeys], [DB.Inbox], [DB.Leases]; package resilience's
-// fronts over this package's drivers), and package command's stores
-// ([DB.Commands], [DB.Snapshots]), are further parts of the same DB and
-// share its file, its writer and its unit of work.
+// fronts over this package's drivers), package command's stores
+// ([DB.Commands], [DB.Snapshots]) and the projections' checkpoint store
+// ([DB.Checkpoints], package projection/checkpoint's front) are further parts
+// of the same DB and share its file, its writer and its unit of work: a
+// projection's read model in a table of the file commits with its
+// checkpoint.
 //
 // # One writer, group commit
 //

@@ -30,6 +30,7 @@ func contracts() []contract {
 		{name: "leases", steps: []string{leasesV1}},
 		{name: "commands", steps: []string{commandsV1}},
 		{name: "snapshots", steps: []string{snapshotsV1}},
+		{name: "checkpoints", steps: []string{checkpointsV1}},
 	}
 }
 
@@ -194,6 +195,33 @@ CREATE TABLE recado_snapshots (
 	data     BLOB,
 	time     INTEGER
 );
+`
+
+// checkpointsV1 is version 1 of the "checkpoints" contract (projection
+// checkpoints): a row per projection, with its active copy, the copy being
+// rebuilt (0 and 0 for none) and the copy being retired (0 for none); a row
+// per partition of each copy, with how far it has gone (a position's two
+// parts) and whether it has caught up with the log once (0 or 1).
+const checkpointsV1 = `
+CREATE TABLE recado_projections (
+	name                TEXT    PRIMARY KEY,
+	active_copy         INTEGER NOT NULL,
+	active_partitions   INTEGER NOT NULL,
+	building_copy       INTEGER NOT NULL,
+	building_partitions INTEGER NOT NULL,
+	retiring            INTEGER NOT NULL,
+	updated             INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE recado_checkpoints (
+	name      TEXT    NOT NULL,
+	copy      INTEGER NOT NULL,
+	partition INTEGER NOT NULL,
+	pos       INTEGER NOT NULL,
+	pos_minor INTEGER NOT NULL,
+	caught_up INTEGER NOT NULL,
+	updated   INTEGER NOT NULL,
+	PRIMARY KEY (name, copy, partition)
+) WITHOUT ROWID;
 `
 
 // migrate creates and upgrades the schema of every contract in one write

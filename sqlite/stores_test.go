@@ -14,6 +14,7 @@ import (
 
 	"github.com/recado-dev/recado"
 	"github.com/recado-dev/recado/eventstore"
+	"github.com/recado-dev/recado/projection/checkpoint"
 	"github.com/recado-dev/recado/resilience/deadletter"
 	"github.com/recado-dev/recado/resilience/idempotency"
 	"github.com/recado-dev/recado/resilience/inbox"
@@ -78,10 +79,21 @@ func useStores(t *testing.T, db *DB, tag string) {
 	if got, err := dl.Get(ctx, l.ID); err != nil || got.Message.ID != tag {
 		t.Errorf("dead letter Get = %+v, %v", got, err)
 	}
+	cps := db.Checkpoints(checkpoint.Config{})
+	if _, err := cps.Register(ctx, tag, 2); err != nil {
+		t.Fatalf("checkpoint Register: %v", err)
+	}
+	saved := checkpoint.Checkpoint{Name: tag, Copy: 1, Partition: 1, Position: recado.NewPosition(7, 0)}
+	if _, err := cps.Save(ctx, nil, saved); err != nil {
+		t.Fatalf("checkpoint Save: %v", err)
+	}
+	if got, err := cps.Checkpoints(ctx, tag, 1); err != nil || len(got) != 2 || got[1].Position != saved.Position {
+		t.Errorf("checkpoint Checkpoints = %+v, %v", got, err)
+	}
 }
 
 func TestMigrateRecoverabilityStores(t *testing.T) {
-	want := map[string]int{"events": 2, "deadletters": 1, "idempotency": 1, "inbox": 1, "leases": 1, "commands": 1, "snapshots": 1}
+	want := map[string]int{"events": 2, "deadletters": 1, "idempotency": 1, "inbox": 1, "leases": 1, "commands": 1, "snapshots": 1, "checkpoints": 1}
 	t.Run("empty file", func(t *testing.T) {
 		db := openTest(t, Options{})
 		if got := schemaVersions(t, db); !maps.Equal(got, want) {
@@ -181,8 +193,9 @@ func openPath(t *testing.T, path string) *DB {
 
 // TestStoresInUnitOfWorkAbortedBySQLite: a unit of work whose transaction
 // SQLite ends (here a trigger's RAISE(ROLLBACK) on an append) keeps nothing
-// of what the recoverability stores did in it, before or after; their later
-// calls in it fail with ErrTxAborted, and DB.Tx does.
+// of what the recoverability stores and the checkpoint store did in it,
+// before or after; their later calls in it fail with ErrTxAborted, and DB.Tx
+// does.
 func TestStoresInUnitOfWorkAbortedBySQLite(t *testing.T) {
 	db := openTest(t, Options{})
 	addPoison(t, db)
@@ -194,6 +207,13 @@ func TestStoresInUnitOfWorkAbortedBySQLite(t *testing.T) {
 	held, err := leases.Acquire(ctx, "projection:orders", "node-a", time.Minute)
 	if err != nil {
 		t.Fatal(err)
+	}
+	cps := db.Checkpoints(checkpoint.Config{})
+	if _, err := cps.Register(ctx, "orders", 1); err != nil {
+		t.Fatal(err)
+	}
+	at := func(n uint64) checkpoint.Checkpoint {
+		return checkpoint.Checkpoint{Name: "orders", Copy: 1, Position: recado.NewPosition(n, 0)}
 	}
 	failure := deadletter.Failure{Source: "projection:orders", Key: "order-1", Message: recado.Event{ID: "m1", Type: "T"}, Err: errors.New("boom")}
 	err = db.Tx(ctx, func(tx *Tx) error {
@@ -213,6 +233,9 @@ func TestStoresInUnitOfWorkAbortedBySQLite(t *testing.T) {
 		if _, err := letters.Add(ctx, tx, failure); err != nil {
 			t.Fatal(err)
 		}
+		if _, err := cps.Save(ctx, tx, at(5)); err != nil {
+			t.Fatal(err)
+		}
 		_, err = db.Events().Append(ctx, "order-2", events("poison", 1), eventstore.InTx(tx))
 		if err == nil || !strings.Contains(err.Error(), "poisoned") {
 			t.Fatalf("poisoned append = %v", err)
@@ -226,6 +249,8 @@ func TestStoresInUnitOfWorkAbortedBySQLite(t *testing.T) {
 				return err
 			},
 			"dead letter Add": func() error { _, err := letters.Add(ctx, tx, failure); return err },
+			"checkpoint Save": func() error { _, err := cps.Save(ctx, tx, at(6)); return err },
+			"checkpoint Swap": func() error { _, err := cps.Swap(ctx, tx, "orders", 2); return err },
 		}
 		for name, call := range calls {
 			if err := call(); !errors.Is(err, ErrTxAborted) || !strings.Contains(err.Error(), "poisoned") {
@@ -252,6 +277,9 @@ func TestStoresInUnitOfWorkAbortedBySQLite(t *testing.T) {
 	}
 	if err := leases.Guard(ctx, nil, held); err != nil {
 		t.Errorf("the lease after the aborted unit: %v", err)
+	}
+	if got, err := cps.Checkpoints(ctx, "orders", 1); err != nil || !got[0].Position.IsZero() {
+		t.Errorf("checkpoints after the aborted unit = %+v, %v; want none saved", got, err)
 	}
 	// The DB goes on: the same writes in a unit of work that commits.
 	err = db.Tx(ctx, func(tx *Tx) error {
@@ -492,7 +520,7 @@ func TestStoresAcrossProcesses(t *testing.T) {
 }
 
 // TestStoresClosed: once the DB is closed, every call of its recoverability
-// stores fails with the store's ErrClosed.
+// stores and of its checkpoint store fails with the store's ErrClosed.
 func TestStoresClosed(t *testing.T) {
 	db := openTest(t, Options{})
 	ctx := t.Context()
@@ -500,6 +528,10 @@ func TestStoresClosed(t *testing.T) {
 	keys := db.IdempotencyKeys(idempotency.Config{})
 	letters := db.DeadLetters(deadletter.Config{})
 	leases := db.Leases(lease.Config{})
+	cps := db.Checkpoints(checkpoint.Config{})
+	if _, err := cps.Register(ctx, "p", 1); err != nil {
+		t.Fatal(err)
+	}
 	l, err := letters.Add(ctx, nil, deadletter.Failure{Source: "s", Message: recado.Event{ID: "m1", Type: "T"}, Err: errors.New("boom")})
 	if err != nil {
 		t.Fatal(err)
@@ -529,6 +561,14 @@ func TestStoresClosed(t *testing.T) {
 		{"dead letter Blocked", deadletter.ErrClosed, func() error { _, err := letters.Blocked(ctx, "s"); return err }},
 		{"dead letter Replay", deadletter.ErrClosed, func() error { _, err := letters.Replay(ctx, l.ID); return err }},
 		{"dead letter Cleanup", deadletter.ErrClosed, func() error { _, err := letters.Cleanup(ctx); return err }},
+		{"checkpoint Register", checkpoint.ErrClosed, func() error { _, err := cps.Register(ctx, "q", 1); return err }},
+		{"checkpoint Save", checkpoint.ErrClosed, func() error {
+			_, err := cps.Save(ctx, nil, checkpoint.Checkpoint{Name: "p", Copy: 1, Position: recado.NewPosition(1, 0)})
+			return err
+		}},
+		{"checkpoint Get", checkpoint.ErrClosed, func() error { _, err := cps.Get(ctx, "p"); return err }},
+		{"checkpoint Checkpoints", checkpoint.ErrClosed, func() error { _, err := cps.Checkpoints(ctx, "p", 1); return err }},
+		{"checkpoint Names", checkpoint.ErrClosed, func() error { _, err := cps.Names(ctx); return err }},
 	}
 	for _, c := range calls {
 		if err := c.call(); !errors.Is(err, c.closed) {
