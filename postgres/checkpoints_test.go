@@ -1,0 +1,337 @@
+package postgres
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/recado-dev/recado"
+	"github.com/recado-dev/recado/eventstore/eventstoretest"
+	"github.com/recado-dev/recado/projection"
+	"github.com/recado-dev/recado/projection/checkpoint"
+	"github.com/recado-dev/recado/projection/checkpoint/checkpointtest"
+	"github.com/recado-dev/recado/projection/checkpoint/driver"
+	"github.com/recado-dev/recado/projection/projectiontest"
+	"github.com/recado-dev/recado/resilience/deadletter"
+	"github.com/recado-dev/recado/resilience/lease"
+)
+
+func TestCheckpoints(t *testing.T) {
+	testURL(t)
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			checkpointtest.Run(t, func(tb testing.TB, cfg checkpoint.Config) checkpointtest.Backend {
+				return checkpointBackend(tb, cfg, m.configure)
+			})
+		})
+	}
+}
+
+func checkpointBackend(tb testing.TB, cfg checkpoint.Config, configure func(*pgxpool.Config)) checkpointtest.Backend {
+	db, reopen := storeDB(tb, configure)
+	var backend func(db *DB) checkpointtest.Backend
+	backend = func(db *DB) checkpointtest.Backend {
+		return checkpointtest.Backend{Store: db.Checkpoints(cfg), Tx: eventstoretest.UnitOfWork(db),
+			Reopen: func() checkpointtest.Backend { return backend(reopen()) }}
+	}
+	return backend(db)
+}
+
+// projectionBackend is db's stores for the projection runner, on the clock
+// now.
+func projectionBackend(db *DB, now func() time.Time) projectiontest.Backend {
+	return projectiontest.Backend{
+		Stores: projection.Stores{
+			Events:      db.Events(),
+			Checkpoints: db.Checkpoints(checkpoint.Config{Now: now}),
+			Leases:      db.Leases(lease.Config{Now: now}),
+			DeadLetters: db.DeadLetters(deadletter.Config{Now: now}),
+		},
+		Tx: eventstoretest.UnitOfWork(db),
+	}
+}
+
+func TestProjections(t *testing.T) {
+	testURL(t)
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			projectiontest.Run(t, func(tb testing.TB, now func() time.Time) projectiontest.Backend {
+				db, _ := storeDB(tb, m.configure)
+				return projectionBackend(db, now)
+			})
+		})
+	}
+}
+
+// TestCheckpointUpgradeNoDeadlock: two changes that both read a
+// projection's row (under the shared lock) before either writes it do not
+// deadlock: the first to write starts again from its savepoint with the
+// row locked exclusively, and each sees the other's write (no update is
+// lost). In units of work and in transactions of their own.
+func TestCheckpointUpgradeNoDeadlock(t *testing.T) {
+	db := openTest(t, Options{})
+	ctx := t.Context()
+	if _, err := db.Checkpoints(checkpoint.Config{}).Register(ctx, "orders", 1); err != nil {
+		t.Fatal(err)
+	}
+	c := newCheckpoints(db)
+	for _, inUnit := range []bool{true, false} {
+		t.Run(fmt.Sprintf("unit=%v", inUnit), func(t *testing.T) {
+			before, _, err := c.Get(ctx, "orders")
+			if err != nil {
+				t.Fatal(err)
+			}
+			var read sync.WaitGroup // both have read the row before either writes
+			read.Add(2)
+			var wg sync.WaitGroup
+			errs := make([]error, 2)
+			runs := make([]int, 2)
+			for i := range 2 {
+				wg.Go(func() {
+					fn := func(w driver.Writer) error {
+						runs[i]++
+						p, found, err := w.Get("orders")
+						if err != nil || !found {
+							return fmt.Errorf("Get: %v, %v", found, err)
+						}
+						if runs[i] == 1 {
+							read.Done()
+							read.Wait()
+						}
+						p.Retiring++
+						return w.Put(p)
+					}
+					if !inUnit {
+						errs[i] = c.Update(ctx, nil, fn)
+						return
+					}
+					errs[i] = db.Tx(ctx, func(tx *Tx) error { return c.Update(ctx, tx, fn) })
+				})
+			}
+			wg.Wait()
+			for i, err := range errs {
+				if err != nil {
+					t.Errorf("change %d: %v", i, err)
+				}
+			}
+			after, _, err := c.Get(ctx, "orders")
+			if err != nil || after.Retiring != before.Retiring+2 {
+				t.Errorf("Retiring went from %d to %d (%v), want +2", before.Retiring, after.Retiring, err)
+			}
+			if runs[0]+runs[1] < 3 {
+				t.Errorf("runs of fn = %v, want one of them started again", runs)
+			}
+		})
+	}
+}
+
+// TestCheckpointSavesSideBySide: units of work of two partitions hold their
+// saves at once; a swap waits for both to end, and then finds the copy it
+// replaces no longer saved by them.
+func TestCheckpointSavesSideBySide(t *testing.T) {
+	dbs, apps := twoDBs(t)
+	ctx := t.Context()
+	stores := [2]*checkpoint.Store{dbs[0].Checkpoints(checkpoint.Config{}), dbs[1].Checkpoints(checkpoint.Config{})}
+	if _, err := stores[0].Register(ctx, "orders", 2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stores[0].Rebuild(ctx, "orders", 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stores[0].Save(ctx, nil, checkpoint.Checkpoint{Name: "orders", Copy: 2, Position: recado.NewPosition(9, 0), CaughtUp: true}); err != nil {
+		t.Fatal(err)
+	}
+
+	saved := make(chan int, 2)
+	release := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range 2 {
+		wg.Go(func() {
+			err := dbs[0].Tx(ctx, func(tx *Tx) error {
+				if _, err := stores[0].Save(ctx, tx, checkpoint.Checkpoint{Name: "orders", Copy: 1, Partition: i,
+					Position: recado.NewPosition(uint64(5+i), 0)}); err != nil {
+					return err
+				}
+				saved <- i
+				<-release
+				return nil
+			})
+			if err != nil {
+				t.Errorf("unit of work of partition %d: %v", i, err)
+			}
+		})
+	}
+	<-saved
+	<-saved // both units hold their saves: neither waited for the other
+	swapped := make(chan error, 1)
+	go func() {
+		_, err := stores[1].Swap(ctx, nil, "orders", 2)
+		swapped <- err
+	}()
+	waitUntil(t, "the swap waits for the units of work in flight", func() bool { return waitingForLock(t, apps[1]) })
+	select {
+	case err := <-swapped:
+		t.Fatalf("Swap returned while saves of the copy it replaces were in flight: %v", err)
+	default:
+	}
+	close(release)
+	wg.Wait()
+	if err := <-swapped; err != nil {
+		t.Fatalf("Swap: %v", err)
+	}
+	p, err := stores[1].Get(ctx, "orders")
+	if err != nil || p.Active.Number != 2 || p.Retiring != 1 {
+		t.Errorf("after the swap: %+v, %v; want copy 2 active, 1 retiring", p, err)
+	}
+	var n int
+	if err := dbs[0].pool.QueryRow(ctx, "SELECT count(*) FROM "+dbs[0].schema+".projection_checkpoints WHERE copy = 1").Scan(&n); err != nil || n != 0 {
+		t.Errorf("checkpoints of the replaced copy = %d, %v; want none", n, err)
+	}
+	if _, err := stores[0].Save(ctx, nil, checkpoint.Checkpoint{Name: "orders", Copy: 1, Position: recado.NewPosition(7, 0)}); !errors.Is(err, checkpoint.ErrRetired) {
+		t.Errorf("Save to the replaced copy = %v, want ErrRetired", err)
+	}
+}
+
+// TestCheckpointInsertRaces: a first save that meets the row another unit
+// of work is inserting waits for it, and decides on what it committed (a
+// position before it is refused), or inserts its own if it rolled back. Of
+// concurrent Registers from two DBs with different partitions, one record
+// is made and every caller gets it.
+func TestCheckpointInsertRaces(t *testing.T) {
+	dbs, apps := twoDBs(t)
+	ctx := t.Context()
+	stores := [2]*checkpoint.Store{dbs[0].Checkpoints(checkpoint.Config{}), dbs[1].Checkpoints(checkpoint.Config{})}
+	if _, err := stores[0].Register(ctx, "orders", 2); err != nil {
+		t.Fatal(err)
+	}
+	for _, commit := range []bool{true, false} {
+		t.Run(fmt.Sprintf("commit=%v", commit), func(t *testing.T) {
+			partition := 0
+			if !commit {
+				partition = 1
+			}
+			cp := func(major uint64) checkpoint.Checkpoint {
+				return checkpoint.Checkpoint{Name: "orders", Copy: 1, Partition: partition, Position: recado.NewPosition(major, 0)}
+			}
+			second := make(chan error, 1)
+			errRollback := errors.New("roll back")
+			err := dbs[0].Tx(ctx, func(tx *Tx) error {
+				if _, err := stores[0].Save(ctx, tx, cp(5)); err != nil {
+					return err
+				}
+				go func() {
+					_, err := stores[1].Save(ctx, nil, cp(3))
+					second <- err
+				}()
+				waitUntil(t, "the second save waits for the first's insert", func() bool { return waitingForLock(t, apps[1]) })
+				if !commit {
+					return errRollback
+				}
+				return nil
+			})
+			if err != nil && !errors.Is(err, errRollback) {
+				t.Fatal(err)
+			}
+			err = <-second
+			cps, cerr := stores[1].Checkpoints(ctx, "orders", 1)
+			if cerr != nil {
+				t.Fatal(cerr)
+			}
+			got := cps[partition].Position
+			switch {
+			case commit && (!errors.Is(err, checkpoint.ErrBackwards) || got != recado.NewPosition(5, 0)):
+				t.Errorf("second save = %v, checkpoint %s; want ErrBackwards, the first's 5/0", err, got)
+			case !commit && (err != nil || got != recado.NewPosition(3, 0)):
+				t.Errorf("second save = %v, checkpoint %s; want its own 3/0", err, got)
+			}
+		})
+	}
+
+	var mu sync.Mutex
+	var records []checkpoint.Projection
+	var wg sync.WaitGroup
+	for i := range 16 {
+		wg.Go(func() {
+			p, err := stores[i%2].Register(ctx, "invoices", 1+i)
+			if err != nil {
+				t.Errorf("Register %d: %v", i, err)
+				return
+			}
+			mu.Lock()
+			records = append(records, p)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	for _, p := range records {
+		if p.Active != records[0].Active || p.Updated != records[0].Updated {
+			t.Fatalf("concurrent Registers returned %+v and %+v, want one record", records[0], p)
+		}
+	}
+	if names, err := stores[1].Names(ctx); err != nil || !slices.Equal(names, []string{"invoices", "orders"}) {
+		t.Errorf("Names = %v, %v", names, err)
+	}
+}
+
+// TestCheckpointChangedOnUnitCommit: Changed wakes after a unit of work
+// that saved a checkpoint commits, not before, and not after one that rolls
+// back.
+func TestCheckpointChangedOnUnitCommit(t *testing.T) {
+	db := openTest(t, Options{})
+	ctx := t.Context()
+	s := db.Checkpoints(checkpoint.Config{})
+	if _, err := s.Register(ctx, "orders", 1); err != nil {
+		t.Fatal(err)
+	}
+	save := func(tx *Tx, major uint64) error {
+		_, err := s.Save(ctx, tx, checkpoint.Checkpoint{Name: "orders", Copy: 1, Position: recado.NewPosition(major, 0)})
+		return err
+	}
+	woken := func(ch <-chan struct{}) bool {
+		select {
+		case <-ch:
+			return true
+		default:
+			return false
+		}
+	}
+	errRollback := errors.New("roll back")
+	ch := s.Changed()
+	err := db.Tx(ctx, func(tx *Tx) error {
+		if err := save(tx, 1); err != nil {
+			return err
+		}
+		return errRollback
+	})
+	if !errors.Is(err, errRollback) || woken(ch) {
+		t.Fatalf("a rolled-back save: %v, woken %v; want no wake-up", err, woken(ch))
+	}
+	err = db.Tx(ctx, func(tx *Tx) error {
+		if err := save(tx, 2); err != nil {
+			return err
+		}
+		if woken(ch) {
+			t.Error("Changed woke before the unit of work committed")
+		}
+		return nil
+	})
+	if err != nil || !woken(ch) {
+		t.Errorf("a committed save: %v, woken %v; want a wake-up", err, woken(ch))
+	}
+	ch = s.Changed()
+	db.Close()
+	if !woken(ch) || !woken(s.Changed()) {
+		t.Error("Changed does not wake on Close")
+	}
+	if _, err := s.Get(ctx, "orders"); !errors.Is(err, checkpoint.ErrClosed) {
+		t.Errorf("Get after Close = %v, want ErrClosed", err)
+	}
+	if _, err := s.Save(ctx, nil, checkpoint.Checkpoint{Name: "orders", Copy: 1}); !errors.Is(err, checkpoint.ErrClosed) {
+		t.Errorf("Save after Close = %v, want ErrClosed", err)
+	}
+}
