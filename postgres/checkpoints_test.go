@@ -1,6 +1,7 @@
 package postgres
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -334,4 +335,31 @@ func TestCheckpointChangedOnUnitCommit(t *testing.T) {
 	if _, err := s.Save(ctx, nil, checkpoint.Checkpoint{Name: "orders", Copy: 1}); !errors.Is(err, checkpoint.ErrClosed) {
 		t.Errorf("Save after Close = %v, want ErrClosed", err)
 	}
+}
+
+// BenchmarkProjection runs projectiontest.Bench. The transactional read
+// model is a row per event in a table of the DB's schema, inserted in the
+// runner's unit of work (CatchUp/ToReadModel is the issue's
+// PostgresToPostgres).
+func BenchmarkProjection(b *testing.B) {
+	testURL(b)
+	projectiontest.Bench(b, func(tb testing.TB) projectiontest.BenchBackend {
+		db := openTest(tb, Options{})
+		table := db.schema + ".bench_read_model"
+		if _, err := db.pool.Exec(tb.Context(), `CREATE TABLE `+table+` (projection text, copy bigint, id text,
+stream text NOT NULL, version bigint NOT NULL, PRIMARY KEY (projection, copy, id))`); err != nil {
+			tb.Fatal(err)
+		}
+		insert := `INSERT INTO ` + table + ` (projection, copy, id, stream, version) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`
+		return projectiontest.BenchBackend{
+			Backend: projectionBackend(db, time.Now),
+			Apply: func(ctx context.Context, tx recado.Tx, e projection.Event) error {
+				tag, err := tx.(*Tx).Exec(ctx, insert, e.Projection, int64(e.Copy), e.ID, e.Stream, int64(e.Version))
+				if err == nil && tag.RowsAffected() != 1 {
+					err = fmt.Errorf("event %s applied twice", e.ID)
+				}
+				return err
+			},
+		}
+	})
 }
