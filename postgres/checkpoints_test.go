@@ -339,8 +339,9 @@ func TestCheckpointChangedOnUnitCommit(t *testing.T) {
 
 // BenchmarkProjection runs projectiontest.Bench. The transactional read
 // model is a row per event in a table of the DB's schema, inserted in the
-// runner's unit of work (CatchUp/ToReadModel is the issue's
-// PostgresToPostgres).
+// runner's unit of work: one INSERT per event (CatchUp/ToReadModel), or one
+// per unit of work with the events' columns as arrays
+// (CatchUp/ToReadModelBatch, the issue's PostgresToPostgres).
 func BenchmarkProjection(b *testing.B) {
 	testURL(b)
 	projectiontest.Bench(b, func(tb testing.TB) projectiontest.BenchBackend {
@@ -351,12 +352,26 @@ stream text NOT NULL, version bigint NOT NULL, PRIMARY KEY (projection, copy, id
 			tb.Fatal(err)
 		}
 		insert := `INSERT INTO ` + table + ` (projection, copy, id, stream, version) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING`
+		insertMany := `INSERT INTO ` + table + ` (projection, copy, id, stream, version)
+SELECT $1, $2, * FROM unnest($3::text[], $4::text[], $5::bigint[]) ON CONFLICT DO NOTHING`
 		return projectiontest.BenchBackend{
 			Backend: projectionBackend(db, time.Now),
 			Apply: func(ctx context.Context, tx recado.Tx, e projection.Event) error {
 				tag, err := tx.(*Tx).Exec(ctx, insert, e.Projection, int64(e.Copy), e.ID, e.Stream, int64(e.Version))
 				if err == nil && tag.RowsAffected() != 1 {
 					err = fmt.Errorf("event %s applied twice", e.ID)
+				}
+				return err
+			},
+			ApplyBatch: func(ctx context.Context, tx recado.Tx, events []projection.Event) error {
+				ids, streams, versions := make([]string, len(events)), make([]string, len(events)), make([]int64, len(events))
+				for i, e := range events {
+					ids[i], streams[i], versions[i] = e.ID, e.Stream, int64(e.Version)
+				}
+				e := events[0]
+				tag, err := tx.(*Tx).Exec(ctx, insertMany, e.Projection, int64(e.Copy), ids, streams, versions)
+				if err == nil && tag.RowsAffected() != int64(len(events)) {
+					err = fmt.Errorf("%d of %d events applied before", int64(len(events))-tag.RowsAffected(), len(events))
 				}
 				return err
 			},
