@@ -2,24 +2,30 @@ package postgres
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/recado-dev/recado"
+	"github.com/recado-dev/recado/eventstore"
 	"github.com/recado-dev/recado/eventstore/eventstoretest"
 	"github.com/recado-dev/recado/projection"
 	"github.com/recado-dev/recado/projection/checkpoint"
 	"github.com/recado-dev/recado/projection/checkpoint/checkpointtest"
 	"github.com/recado-dev/recado/projection/checkpoint/driver"
 	"github.com/recado-dev/recado/projection/projectiontest"
+	"github.com/recado-dev/recado/resilience"
 	"github.com/recado-dev/recado/resilience/deadletter"
 	"github.com/recado-dev/recado/resilience/lease"
+	"github.com/recado-dev/recado/resilience/resiliencetest"
 )
 
 func TestCheckpoints(t *testing.T) {
@@ -377,4 +383,110 @@ SELECT $1, $2, * FROM unnest($3::text[], $4::text[], $5::bigint[]) ON CONFLICT D
 			},
 		}
 	})
+}
+
+// priceModel is a read model of a row per event with a positive price, a
+// CHECK of its table: a BatchHandler whose multi-row insert fails as a
+// whole when one event is bad.
+type priceModel struct {
+	table   string
+	batches atomic.Int64 // ApplyBatch calls that succeeded
+}
+
+func (m *priceModel) Apply(ctx context.Context, tx *Tx, e projection.Event) error {
+	return m.ApplyBatch(ctx, tx, []projection.Event{e})
+}
+
+func (m *priceModel) ApplyBatch(ctx context.Context, tx *Tx, events []projection.Event) error {
+	ids, streams, versions, prices := []string{}, []string{}, []int64{}, []int64{}
+	for _, e := range events {
+		var v struct{ Price int64 }
+		if err := json.Unmarshal(e.Data, &v); err != nil {
+			return err
+		}
+		ids, streams, versions, prices = append(ids, e.ID), append(streams, e.Stream), append(versions, int64(e.Version)), append(prices, v.Price)
+	}
+	_, err := tx.Exec(ctx, `INSERT INTO `+m.table+` SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[])`,
+		ids, streams, versions, prices)
+	if err == nil && len(events) > 1 {
+		m.batches.Add(1)
+	}
+	return err
+}
+
+// TestProjectionBatchFails: a BatchHandler's insert that PostgreSQL refuses
+// (a CHECK fails on one event) ends the unit's transaction; the runner
+// applies the events one at a time in new units, the bad event goes to the
+// dead-letter queue with its stream's next event parked behind it, and
+// every other event is in the read model once. Later batches are written
+// whole again.
+func TestProjectionBatchFails(t *testing.T) {
+	db := openTest(t, Options{})
+	ctx := t.Context()
+	m := &priceModel{table: db.schema + ".prices"}
+	if _, err := db.pool.Exec(ctx, `CREATE TABLE `+m.table+` (id text PRIMARY KEY, stream text NOT NULL, version bigint NOT NULL,
+price bigint NOT NULL CHECK (price > 0))`); err != nil {
+		t.Fatal(err)
+	}
+	prices := func(stream string, ps ...int) eventstore.AppendResult {
+		events := make([]recado.Event, len(ps))
+		for i, p := range ps {
+			events[i] = recado.NewEvent("Priced", fmt.Appendf(nil, `{"price": %d}`, p))
+		}
+		res, err := db.Events().Append(ctx, stream, events)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res
+	}
+	prices("order-1", 10, 20, 30, 40, 50)
+	prices("order-2", 10, -1, 30)
+	res := prices("order-3", 10, 20, 30, 40)
+	be := projectionBackend(db, time.Now)
+	r, err := projection.NewRunner(db, be.Stores, projection.Options[*Tx]{Name: "prices", Handler: m,
+		PollInterval: 10 * time.Millisecond, Retry: resilience.RetryConfig{MaxAttempts: 2},
+		Clock: resiliencetest.NewAutoClock(time.Now())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(runCtx) }()
+	defer func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	wait, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if err := r.WaitFor(wait, res.LastPosition); err != nil {
+		t.Fatal(err)
+	}
+	res = prices("order-4", 1, 2, 3)
+	if err := r.WaitFor(wait, res.LastPosition); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := db.pool.Query(ctx, `SELECT stream, count(*), string_agg(version::text, ',' ORDER BY version) FROM `+m.table+` GROUP BY 1 ORDER BY 1`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (string, error) {
+		var stream, versions string
+		var n int
+		err := row.Scan(&stream, &n, &versions)
+		return fmt.Sprintf("%s:%s", stream, versions), err
+	})
+	want := []string{"order-1:1,2,3,4,5", "order-2:1", "order-3:1,2,3,4", "order-4:1,2,3"}
+	if err != nil || !slices.Equal(got, want) {
+		t.Errorf("read model = %v, %v; want %v", got, err, want)
+	}
+	letters, err := be.Stores.DeadLetters.List(ctx, deadletter.Query{Source: projection.Source("prices", 1)})
+	if err != nil || len(letters) != 2 || letters[0].Message.Version != 2 || letters[0].State != deadletter.Failed ||
+		letters[1].State != deadletter.Parked {
+		t.Errorf("letters = %+v, %v; want order-2's version 2 failed and version 3 parked", letters, err)
+	}
+	if m.batches.Load() == 0 {
+		t.Error("no batch was written whole")
+	}
 }
