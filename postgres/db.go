@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/recado-dev/recado/eventstore"
+	"github.com/recado-dev/recado/eventstore/driver"
 )
 
 // Options configure a [DB]. The zero value is a sensible default.
@@ -115,6 +116,8 @@ type DB struct {
 	events *eventDriver      // the event store's driver
 	store  *eventstore.Store // the front over it
 	units  openUnits
+	// checkpointsChanged wakes the checkpoint store's waiters.
+	checkpointsChanged driver.Signal
 
 	ctx    context.Context // ends on Close
 	cancel context.CancelFunc
@@ -197,6 +200,7 @@ func (db *DB) Close() error {
 		db.cancel()
 		db.events.w.close()
 		db.events.Notify() // subscriptions read again and see ErrClosed
+		db.checkpointsChanged.Notify()
 		stopped := make(chan struct{})
 		go func() { db.wg.Wait(); close(stopped) }()
 		select {

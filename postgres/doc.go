@@ -53,6 +53,14 @@
 // Subscribers are woken by LISTEN/NOTIFY, with polling as the fallback when a
 // notification is lost.
 //
+// # Checkpoints
+//
+// [DB.Checkpoints] is the store of package projection/checkpoint: a
+// projection's checkpoints, saved in the unit of work where its handler
+// writes the read model, so both commit together. Saves of a projection's
+// partitions share a lock on the projection's row; a swap of a rebuilt copy
+// takes it exclusively, and waits for them.
+//
 // # The recoverability stores
 //
 // [DB.DeadLetters], [DB.IdempotencyKeys], [DB.Inbox] and [DB.Leases] are the

@@ -16,9 +16,10 @@ import (
 )
 
 // storeContracts are the stores beside the event store, each with its own
-// tables and its own migrations (deadletter.go, idempotency.go, inbox.go,
-// lease.go). Open migrates them all.
+// tables and its own migrations (checkpoints.go, deadletter.go,
+// idempotency.go, inbox.go, lease.go). Open migrates them all.
 var storeContracts = [...]contract{
+	{name: "checkpoint", migrations: []string{checkpointV1}},
 	{name: "deadletter", migrations: []string{deadLetterV1}},
 	{name: "idempotency", migrations: []string{idempotencyV1}},
 	{name: "inbox", migrations: []string{inboxV1}},

@@ -14,6 +14,7 @@ import (
 
 	"github.com/recado-dev/recado"
 	"github.com/recado-dev/recado/eventstore"
+	"github.com/recado-dev/recado/projection/checkpoint"
 	"github.com/recado-dev/recado/resilience/deadletter"
 	"github.com/recado-dev/recado/resilience/idempotency"
 	"github.com/recado-dev/recado/resilience/inbox"
@@ -305,6 +306,7 @@ func TestStoresAfterClose(t *testing.T) {
 	db := openTest(t, Options{})
 	ctx := t.Context()
 	dl, ik, ib, ls := db.DeadLetters(deadletter.Config{}), db.IdempotencyKeys(idempotency.Config{}), db.Inbox(inbox.Config{}), db.Leases(lease.Config{})
+	cs := db.Checkpoints(checkpoint.Config{})
 	db.Close()
 	if _, err := dl.Add(ctx, nil, deadletter.Failure{Source: "s", Err: errors.New("boom")}); !errors.Is(err, deadletter.ErrClosed) {
 		t.Errorf("deadletter Add after Close = %v", err)
@@ -326,6 +328,12 @@ func TestStoresAfterClose(t *testing.T) {
 	}
 	if _, err := ls.Get(ctx, "l"); !errors.Is(err, lease.ErrClosed) {
 		t.Errorf("lease Get after Close = %v", err)
+	}
+	if _, err := cs.Register(ctx, "p", 1); !errors.Is(err, checkpoint.ErrClosed) {
+		t.Errorf("checkpoint Register after Close = %v", err)
+	}
+	if _, err := cs.Names(ctx); !errors.Is(err, checkpoint.ErrClosed) {
+		t.Errorf("checkpoint Names after Close = %v", err)
 	}
 }
 
@@ -521,6 +529,19 @@ func TestStoresOddSchemaName(t *testing.T) {
 			}
 			if keys, err := dl.Blocked(ctx, "s"); err != nil || !slices.Contains(keys, id) {
 				t.Errorf("blocked keys = %v, %v", keys, err)
+			}
+			cs := db.Checkpoints(checkpoint.Config{})
+			if _, err := cs.Register(ctx, id, 1); err != nil {
+				t.Errorf("checkpoint Register: %v", err)
+			}
+			if _, err := cs.Save(ctx, nil, checkpoint.Checkpoint{Name: id, Copy: 1, Position: recado.NewPosition(1, 2)}); err != nil {
+				t.Errorf("checkpoint Save: %v", err)
+			}
+			if cps, err := cs.Checkpoints(ctx, id, 1); err != nil || len(cps) != 1 || cps[0].Position != recado.NewPosition(1, 2) {
+				t.Errorf("checkpoints = %+v, %v", cps, err)
+			}
+			if names, err := cs.Names(ctx); err != nil || !slices.Contains(names, id) {
+				t.Errorf("checkpoint Names = %v, %v", names, err)
 			}
 		})
 	}

@@ -28,6 +28,11 @@
 // stream waiting behind a dead letter holds up nobody else. The events of
 // one stream are applied in order, by one partition, at any time.
 //
+// A handler that is also a [BatchHandler] gets the events of a unit of work
+// in one call, to write them in one statement; if that fails, the runner
+// applies them one at a time, so a bad event is still found and
+// dead-lettered alone.
+//
 // # One runner at a time
 //
 // A partition runs only in the runner that holds its lease (package

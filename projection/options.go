@@ -54,6 +54,24 @@ type Handler[T recado.Tx] interface {
 	Apply(ctx context.Context, tx T, e Event) error
 }
 
+// BatchHandler is a Handler that can also apply several events at once, to
+// write its read model in fewer statements (a multi-row insert, a COPY).
+// In transactional mode the runner calls ApplyBatch once per unit of work,
+// with the unit's events to apply in the partition's order (those parked
+// behind a dead letter left out), instead of Apply for each.
+//
+// If ApplyBatch fails (or panics), the unit rolls back and the runner
+// applies the same events again one at a time with Apply, which finds the
+// failing event: it is retried and dead-lettered as with any Handler, and
+// the others are applied. Apply and ApplyBatch must therefore have the same
+// effect. Events delivered again from the dead-letter queue, and events
+// retried alone, go to Apply. The slice is the runner's: do not keep it
+// after ApplyBatch returns.
+type BatchHandler[T recado.Tx] interface {
+	Handler[T]
+	ApplyBatch(ctx context.Context, tx T, events []Event) error
+}
+
 // HandlerFunc is a function that is a [Handler].
 type HandlerFunc[T recado.Tx] func(ctx context.Context, tx T, e Event) error
 

@@ -24,6 +24,7 @@ type Runner[T recado.Tx] struct {
 	s        Stores
 	o        Options[T]
 	outside  bool // the handler is AtLeastOnce's
+	batcher  BatchHandler[T]
 	pipeline *resilience.Pipeline
 	running  atomic.Bool
 
@@ -62,6 +63,7 @@ func NewRunner[T recado.Tx](db recado.UnitOfWork[T], s Stores, o Options[T]) (*R
 	o = o.withDefaults()
 	_, isOutside := o.Handler.(outside[T])
 	r := &Runner[T]{db: db, s: s, o: o, outside: isOutside, local: make(map[part]localState)}
+	r.batcher, _ = o.Handler.(BatchHandler[T])
 	retry := o.Retry
 	classify := retry.Classify
 	if classify == nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -366,5 +367,106 @@ func TestAtLeastOnceDeadLetters(t *testing.T) {
 	want := fmt.Sprintf("order-1/1/0 order-2/1/0 order-1/2/%d order-1/3/%d", open[0].ID, open[1].ID)
 	if strings.Join(got, " ") != want {
 		t.Errorf("applied %v, want %s", got, want)
+	}
+}
+
+// batchModel is a BatchHandler over memory: its read model is the list of
+// each stream's versions, updated when the unit of work commits. A batch
+// that holds a Bad event fails as a multi-row insert would; Apply fails on
+// it alone.
+type batchModel struct {
+	mu       sync.Mutex
+	versions map[string][]uint64
+	batches  []int // sizes of the ApplyBatch calls that succeeded
+	singles  int   // Apply calls that succeeded
+}
+
+func (m *batchModel) record(tx *memory.Tx, events []projection.Event, batch bool) {
+	tx.OnCommit(func() {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		for _, e := range events {
+			m.versions[e.Stream] = append(m.versions[e.Stream], e.Version)
+		}
+		if batch {
+			m.batches = append(m.batches, len(events))
+		} else {
+			m.singles++
+		}
+	})
+}
+
+func (m *batchModel) Apply(_ context.Context, tx *memory.Tx, e projection.Event) error {
+	if e.Type == "Bad" {
+		return resilience.MarkPermanent(errors.New("bad event"))
+	}
+	m.record(tx, []projection.Event{e}, false)
+	return nil
+}
+
+func (m *batchModel) ApplyBatch(_ context.Context, tx *memory.Tx, events []projection.Event) error {
+	for _, e := range events {
+		if e.Type == "Bad" {
+			return errors.New("the batch holds a bad event")
+		}
+		if e.Type == "Panic" {
+			panic("batch panicked")
+		}
+	}
+	m.record(tx, slices.Clone(events), true)
+	return nil
+}
+
+// TestBatchHandler: a BatchHandler gets each unit's events at once; when a
+// batch fails (or panics), its events are applied one at a time, so the
+// bad event alone is dead-lettered, its stream's later events are parked,
+// and every other event is applied once, in order.
+func TestBatchHandler(t *testing.T) {
+	db := newDB(t)
+	m := &batchModel{versions: map[string][]uint64{}}
+	o := options("batched", m)
+	o.Batch = 8
+	for i := range 3 {
+		appendTo(t, db, fmt.Sprintf("order-%d", i), "A", "A", "A", "A", "A", "A", "A", "A", "A", "A")
+	}
+	r := newRunner(t, db, o)
+	start(t, r)
+	res := appendTo(t, db, "order-3", "A")
+	if err := r.WaitFor(waitCtx(t), res.LastPosition); err != nil {
+		t.Fatal(err)
+	}
+	m.mu.Lock()
+	batches, singles := slices.Clone(m.batches), m.singles
+	m.mu.Unlock()
+	if singles != 0 || slices.Max(batches) != 8 {
+		t.Errorf("good events: ApplyBatch of %v events, %d Apply calls; want batches of up to 8 and no Apply", batches, singles)
+	}
+
+	appendTo(t, db, "order-1", "A", "Bad", "A")
+	appendTo(t, db, "order-2", "A", "Panic", "A")
+	res = appendTo(t, db, "order-0", "A")
+	err := r.WaitFor(waitCtx(t), res.LastPosition)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	want := map[string][]uint64{
+		"order-0": {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11},
+		"order-1": {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11},         // 12 is dead-lettered, 13 parked behind it
+		"order-2": {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13}, // Panic panics in a batch only
+		"order-3": {1},
+	}
+	for stream, versions := range want {
+		if got := m.versions[stream]; !slices.Equal(got, versions) {
+			t.Errorf("%s: applied versions %v, want %v", stream, got, versions)
+		}
+	}
+	if m.singles == 0 {
+		t.Error("no event was applied alone after a batch failed")
+	}
+	letters, err := db.DeadLetters(deadletter.Config{}).List(t.Context(), deadletter.Query{Source: projection.Source("batched", 1)})
+	if err != nil || len(letters) != 2 || letters[0].Message.Type != "Bad" || letters[1].State != deadletter.Parked {
+		t.Errorf("letters = %+v, %v; want the Bad event failed and order-1's next event parked", letters, err)
 	}
 }

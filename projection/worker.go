@@ -33,6 +33,8 @@ type worker[T recado.Tx] struct {
 	// free holds batch buffers the worker has done with, for the reader to
 	// fill again: catching up allocates no slice per batch.
 	free chan []recado.Event
+	// batch is the buffer of a BatchHandler's events.
+	batch []Event
 }
 
 // storeError marks an error of the stores (or of ctx) inside a unit of
@@ -275,11 +277,20 @@ func (w *worker[T]) handle(ctx context.Context, b batch) error {
 // end. If an event fails, the unit rolls back; the events before it are
 // applied again in a unit of their own, and the failing one alone, with
 // retries, then the rest.
+//
+// A BatchHandler gets the unit's events at once; if that fails, the unit
+// rolls back and runs again with the events one at a time, to find the
+// failing one.
 func (w *worker[T]) handleInside(ctx context.Context, evs []recado.Event, end recado.Position, caughtUp bool) error {
+	whole := w.r.batcher != nil
 	for {
-		i, cause, err := w.unit(ctx, evs, end, caughtUp)
+		i, cause, err := w.unit(ctx, evs, end, caughtUp, whole)
 		if err != nil || cause == nil {
 			return err
+		}
+		if i < 0 {
+			whole = false
+			continue
 		}
 		if i > 0 {
 			if err := w.handleInside(ctx, evs[:i], evs[i-1].Position, false); err != nil {
@@ -294,15 +305,18 @@ func (w *worker[T]) handleInside(ctx context.Context, evs []recado.Event, end re
 }
 
 // unit runs one unit of work: it checks the lease, saves the checkpoint
-// end, parks the events of blocked streams and applies the others. When
-// the handler fails on evs[i], it returns i and the handler's error, and
-// the unit has rolled back.
-func (w *worker[T]) unit(ctx context.Context, evs []recado.Event, end recado.Position, caughtUp bool) (failed int, cause error, err error) {
+// end, parks the events of blocked streams and applies the others (with
+// one ApplyBatch if whole). When the handler fails on evs[i], it returns i
+// and the handler's error, and the unit has rolled back; when ApplyBatch
+// fails, -1.
+func (w *worker[T]) unit(ctx context.Context, evs []recado.Event, end recado.Position, caughtUp, whole bool) (failed int, cause error, err error) {
 	start := time.Now()
 	var applied, parked int
 	var last time.Time
+	defer func() { clear(w.batch) }() // the handler is done with the events
 	err = w.r.db.Tx(ctx, func(tx T) error {
 		applied, parked = 0, 0
+		w.batch = w.batch[:0]
 		if err := w.begin(ctx, tx, end, caughtUp); err != nil {
 			return err
 		}
@@ -316,12 +330,23 @@ func (w *worker[T]) unit(ctx context.Context, evs []recado.Event, end recado.Pos
 				parked++
 				continue
 			}
+			if whole {
+				w.batch = append(w.batch, w.event(e, 0))
+				continue
+			}
 			if err := w.apply(ctx, tx, e, 0); err != nil {
 				failed = i
 				return &handlerError{err}
 			}
 			applied++
 			last = e.Time
+		}
+		if len(w.batch) > 0 {
+			if err := w.applyBatch(ctx, tx, w.batch); err != nil {
+				failed = -1
+				return &handlerError{err}
+			}
+			applied, last = len(w.batch), w.batch[len(w.batch)-1].Time
 		}
 		w.publishOnCommit(tx, end, caughtUp)
 		return nil
@@ -395,6 +420,12 @@ func (w *worker[T]) park(ctx context.Context, tx T, e *recado.Event) (bool, erro
 	return false, &storeError{err}
 }
 
+// event returns e as the handler gets it.
+func (w *worker[T]) event(e *recado.Event, letter uint64) Event {
+	return Event{Event: *e, Projection: w.r.o.Name, Copy: w.k.copy, Partition: w.k.partition,
+		Replay: w.role == checkpoint.Building, Letter: letter}
+}
+
 // apply calls the handler, turning a panic into an error.
 func (w *worker[T]) apply(ctx context.Context, tx T, e *recado.Event, letter uint64) (err error) {
 	defer func() {
@@ -404,8 +435,19 @@ func (w *worker[T]) apply(ctx context.Context, tx T, e *recado.Event, letter uin
 				"version", e.Version, "panic", p, "stack", string(debug.Stack()))
 		}
 	}()
-	return w.r.o.Handler.Apply(ctx, tx, Event{Event: *e, Projection: w.r.o.Name, Copy: w.k.copy,
-		Partition: w.k.partition, Replay: w.role == checkpoint.Building, Letter: letter})
+	return w.r.o.Handler.Apply(ctx, tx, w.event(e, letter))
+}
+
+// applyBatch calls the BatchHandler with events, turning a panic into an
+// error (the events are then applied one at a time, which finds the one
+// that panics).
+func (w *worker[T]) applyBatch(ctx context.Context, tx T, events []Event) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("handler panicked: %v", p)
+		}
+	}()
+	return w.r.batcher.ApplyBatch(ctx, tx, events)
 }
 
 // retry tries e again, alone, after it failed with cause, with the
@@ -442,7 +484,7 @@ func (w *worker[T]) once(ctx context.Context, e *recado.Event) error {
 	if w.r.outside {
 		return w.apply(ctx, *new(T), e, 0)
 	}
-	_, cause, err := w.unit(ctx, []recado.Event{*e}, e.Position, false)
+	_, cause, err := w.unit(ctx, []recado.Event{*e}, e.Position, false, false)
 	if err != nil {
 		return err
 	}

@@ -38,6 +38,11 @@ type BenchBackend struct {
 	// on SQL backends). CatchUp/ToReadModel measures a runner filling it.
 	// Nil skips that benchmark.
 	Apply func(ctx context.Context, tx recado.Tx, e projection.Event) error
+	// ApplyBatch writes the same read model for several events at once (a
+	// multi-row insert), in tx. CatchUp/ToReadModelBatch measures a runner
+	// whose handler is a projection.BatchHandler of Apply and ApplyBatch.
+	// Nil skips that benchmark.
+	ApplyBatch func(ctx context.Context, tx recado.Tx, events []projection.Event) error
 	// LagRate is the steady append rate of the Lag benchmark, in events per
 	// second; 0 measures the backend's concurrent append rate first (64
 	// writers, each appending one event at a time to its own stream) and
@@ -59,6 +64,8 @@ type BenchFactory func(tb testing.TB) BenchBackend
 //   - CatchUp/ToReadModel: the same with the backend's transactional read
 //     model (BenchBackend.Apply) and checkpoints in its units of work
 //     (events/s).
+//   - CatchUp/ToReadModelBatch: the same read model written a unit of work's
+//     events at a time (BenchBackend.ApplyBatch, a projection.BatchHandler).
 //   - Lag: while 64 writers append at a steady rate (BenchBackend.LagRate),
 //     the time from each event's append to its handler (p50-ms, p99-ms,
 //     and the load in events/s).
@@ -131,7 +138,32 @@ func Bench(b *testing.B, newBackend BenchFactory) {
 		}
 		b.ReportMetric(float64(size*b.N)/b.Elapsed().Seconds(), "events/s")
 	})
+	b.Run("CatchUp/ToReadModelBatch", func(b *testing.B) {
+		be, last := log(b)
+		if be.Apply == nil || be.ApplyBatch == nil {
+			b.Skip("the backend writes no read model in batches (BenchBackend.ApplyBatch)")
+		}
+		b.ResetTimer()
+		for range b.N {
+			catchUp(b, be, fmt.Sprintf("bench-rmb-%d", benchRuns.Add(1)), batchHandler{be.Apply, be.ApplyBatch}, last)
+		}
+		b.ReportMetric(float64(size*b.N)/b.Elapsed().Seconds(), "events/s")
+	})
 	b.Run("Lag", func(b *testing.B) { benchLag(b, newBackend(b)) })
+}
+
+// batchHandler is a projection.BatchHandler of a BenchBackend's functions.
+type batchHandler struct {
+	apply      func(ctx context.Context, tx recado.Tx, e projection.Event) error
+	applyBatch func(ctx context.Context, tx recado.Tx, events []projection.Event) error
+}
+
+func (h batchHandler) Apply(ctx context.Context, tx recado.Tx, e projection.Event) error {
+	return h.apply(ctx, tx, e)
+}
+
+func (h batchHandler) ApplyBatch(ctx context.Context, tx recado.Tx, events []projection.Event) error {
+	return h.applyBatch(ctx, tx, events)
 }
 
 // buildLog appends n benchmark events in streams of benchStreamLen.
