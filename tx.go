@@ -9,7 +9,8 @@ import "context"
 //
 // A Tx is valid only inside the function given to [UnitOfWork.Tx], and only on
 // that function's goroutine. A store given a Tx of another DB, or one that has
-// ended, returns an error wrapping eventstore.ErrInvalid.
+// ended, refuses it with its package's invalid-argument error
+// (eventstore.ErrInvalid, deadletter.ErrInvalid, ...).
 type Tx interface {
 	// OnCommit registers f to run after the unit of work commits, on the
 	// goroutine that called Tx, before Tx returns. It does not run if the unit

@@ -8,6 +8,10 @@ import (
 	"github.com/recado-dev/recado"
 	"github.com/recado-dev/recado/eventstore"
 	"github.com/recado-dev/recado/eventstore/driver"
+	dldriver "github.com/recado-dev/recado/resilience/deadletter/driver"
+	idemdriver "github.com/recado-dev/recado/resilience/idempotency/driver"
+	inboxdriver "github.com/recado-dev/recado/resilience/inbox/driver"
+	leasedriver "github.com/recado-dev/recado/resilience/lease/driver"
 )
 
 // DB holds every store of package memory and runs the units of work they
@@ -31,6 +35,13 @@ type DB struct {
 
 	events *events
 	front  *eventstore.Store
+
+	// The recoverability stores' drivers; their fronts are made per call,
+	// with the caller's settings.
+	deadLetters *deadLetters
+	idempotency *idempotencyKeys
+	inbox       *inboxEntries
+	leases      *leases
 }
 
 // New returns an empty DB.
@@ -38,6 +49,10 @@ func New() *DB {
 	db := &DB{writer: make(chan struct{}, 1), done: make(chan struct{})}
 	db.events = newEvents(db)
 	db.front = eventstore.New(db.events)
+	db.deadLetters = &deadLetters{db: db, letters: newTable[uint64, dldriver.Letter]()}
+	db.idempotency = &idempotencyKeys{db: db, recs: newTable[[2]string, idemdriver.Record]()}
+	db.inbox = &inboxEntries{db: db, entries: newTable[[2]string, inboxdriver.Entry]()}
+	db.leases = &leases{db: db, recs: newTable[string, leasedriver.Record]()}
 	return db
 }
 
@@ -45,8 +60,9 @@ func New() *DB {
 // eventstore.InTx(tx) with a [*Tx] of this DB.
 func (db *DB) Events() *eventstore.Store { return db.front }
 
-// Close closes the DB: every later call of its stores fails with
-// eventstore.ErrClosed, subscriptions end with it, and a unit of work in
+// Close closes the DB: every later call of its stores fails with the store's
+// ErrClosed (eventstore.ErrClosed, deadletter.ErrClosed, ...), subscriptions
+// end with it, and a unit of work in
 // progress rolls back (its [DB.Tx] returns the error). Close is safe to call
 // more than once.
 func (db *DB) Close() error {

@@ -2,10 +2,13 @@
 // the reference implementation every other backend is measured against.
 // Nothing survives the process.
 //
-// A [DB] holds the stores; [DB.Events] is its event store. [DB.Tx] runs a unit
-// of work that every store of the DB joins (the event store through
-// eventstore.InTx(tx)): what it does commits together, or is undone when its
-// function returns an error or panics. As in SQLite, one writer changes the DB
+// A [DB] holds the stores: [DB.Events] is its event store; [DB.DeadLetters],
+// [DB.IdempotencyKeys], [DB.Inbox] and [DB.Leases] are the recoverability
+// stores of package resilience, each made with the caller's settings (its
+// clock, retention, limits). [DB.Tx] runs a unit of work that every store of
+// the DB joins (the event store through eventstore.InTx(tx), the others
+// through their tx argument): what it does commits together, or is undone
+// when its function returns an error or panics. As in SQLite, one writer changes the DB
 // at a time: a unit of work holds the writer until it ends, and a write
 // outside any unit waits for it. Readers never wait for the writer, and
 // outside a unit of work they see only what has committed; inside it, State

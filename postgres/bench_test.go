@@ -208,12 +208,12 @@ func rawScanLog(b *testing.B) (*DB, string) {
 func BenchmarkCommitToDelivery(b *testing.B) {
 	testURL(b)
 	writer := openTest(b, Options{})
-	reader := openOn(b, newPool(b, ""), Options{Schema: writer.opts.Schema, PollInterval: time.Minute})
+	reader := openOn(b, newPool(b, ""), Options{Schema: writer.opts.Schema})
 	ctx, cancel := context.WithCancel(b.Context())
 	delivered := make(chan time.Time, 1)
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		for m, err := range reader.Events().Subscribe(ctx, recado.Position{}) {
+		for m, err := range reader.Events().Subscribe(ctx, recado.Position{}, eventstore.WithPollInterval(time.Minute)) {
 			if err != nil {
 				return
 			}
@@ -262,7 +262,7 @@ func BenchmarkDesign(b *testing.B) {
 		for _, procs := range []int{1, 2} {
 			b.Run(fmt.Sprintf("%s/procs=%d", d.name, procs), func(b *testing.B) {
 				schema := newSchema(b)
-				stores := make([]*EventStore, procs)
+				stores := make([]*eventstore.Store, procs)
 				for i := range stores {
 					db := openOn(b, newPool(b, ""), Options{Schema: schema, Writers: d.writers})
 					db.events.hooks.serialize = d.serialize

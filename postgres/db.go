@@ -42,9 +42,6 @@ type Options struct {
 	// smaller groups: raise it only when commits wait on a remote server or a
 	// slow disk, and measure (BenchmarkDesign).
 	Writers int
-	// PollInterval is how often an idle subscription reads the log again in case
-	// a notification was lost. Default 1s.
-	PollInterval time.Duration
 }
 
 func (o *Options) setDefaults() {
@@ -59,9 +56,6 @@ func (o *Options) setDefaults() {
 	}
 	if o.MaxBatchBytes <= 0 {
 		o.MaxBatchBytes = 64 << 20
-	}
-	if o.PollInterval <= 0 {
-		o.PollInterval = time.Second
 	}
 }
 
@@ -78,8 +72,6 @@ func (o Options) Validate() error {
 		return invalid("negative MaxBatchBytes %d", o.MaxBatchBytes)
 	case o.Writers < 0:
 		return invalid("negative Writers %d", o.Writers)
-	case o.PollInterval < 0:
-		return invalid("negative PollInterval %s", o.PollInterval)
 	}
 	return nil
 }
@@ -120,7 +112,8 @@ type DB struct {
 	log    *slog.Logger
 	schema string // quoted identifier
 	q      queries
-	events *EventStore
+	events *eventDriver      // the event store's driver
+	store  *eventstore.Store // the front over it
 	units  openUnits
 
 	ctx    context.Context // ends on Close
@@ -157,6 +150,7 @@ func Open(ctx context.Context, pool *pgxpool.Pool, opts Options) (*DB, error) {
 	}
 	db.ctx, db.cancel = context.WithCancel(context.Background())
 	db.events = newEvents(db)
+	db.store = eventstore.New(db.events)
 	db.wg.Add(2 + opts.Writers)
 	for range opts.Writers {
 		go func() { defer db.wg.Done(); db.events.w.loop() }()
@@ -182,8 +176,10 @@ func Connect(ctx context.Context, connString string, opts Options) (*DB, error) 
 	return db, nil
 }
 
-// Events returns the event store.
-func (db *DB) Events() *EventStore { return db.events }
+// Events returns the event store. Subscribers are woken by LISTEN/NOTIFY when
+// any process commits to the schema; a subscription polls too
+// ([eventstore.WithPollInterval]) in case a notification is lost.
+func (db *DB) Events() *eventstore.Store { return db.store }
 
 // Pool returns the pool the DB uses.
 func (db *DB) Pool() *pgxpool.Pool { return db.pool }

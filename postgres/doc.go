@@ -3,9 +3,11 @@
 //
 // Open a [DB] on a pgx pool the caller owns; it creates and migrates its tables
 // in a schema of its own ("recado" by default), safely when several processes
-// start at once. [DB.Events] is the event store (an [eventstore.Store] that is
-// also a Notifier, Subscriber and Deleter), and [DB.Tx] is the unit of work that
-// every store of the package accepts through [eventstore.InTx].
+// start at once, and refuses a schema a newer recado migrated
+// ([ErrSchemaTooNew]). [DB.Events] is the event store (an [*eventstore.Store]
+// over this package's driver), and [DB.Tx] is the unit of work (a
+// [recado.UnitOfWork]) that every store of the package joins through
+// [eventstore.InTx].
 //
 // # The global log never skips an event
 //
@@ -23,16 +25,16 @@
 //
 // The one trade-off: a transaction that stays open anywhere in the database
 // cluster holds the horizon, and so every reader, back until it ends. It never
-// loses an event. [EventStore.Horizon] says how long readers are held back, a figure
+// loses an event. [DB.Horizon] says how long readers are held back, a figure
 // to alert on; PostgreSQL's idle_in_transaction_session_timeout bounds it.
 //
 // # Group commit
 //
 // Concurrent appends of one process are committed together: a few writer
-// goroutines (Options.Writers) each take every append waiting, check versions
-// and idempotency for all of them in Go against the stream rows and the IDs
-// already stored, and write the ones that pass in one transaction of two round
-// trips. Stream rows are updated only if no other process changed them since
+// goroutines (Options.Writers) each take every append waiting, decide each
+// of them in turn (versions and idempotency, by the rules of package
+// eventstore/driver) against the stream rows and the IDs already stored, and
+// write the ones that pass in one transaction of two round trips. Stream rows are updated only if no other process changed them since
 // they were read; otherwise the group is retried with the rows locked. One
 // append never fails its neighbours: a conflict is its own answer; when
 // PostgreSQL refuses a value of one append, the group is split until that

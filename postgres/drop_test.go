@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"io"
 	"sync"
 	"testing"
 	"time"
@@ -58,13 +57,15 @@ func TestSubscriptionSurvivesDroppedConnections(t *testing.T) {
 	schema := newSchema(t)
 	writer := openOn(t, newPool(t, ""), Options{Schema: schema})
 	app := appName()
-	reader := openOn(t, newPool(t, app), Options{Schema: schema, PollInterval: time.Minute})
+	reader := openOn(t, newPool(t, app), Options{Schema: schema})
 	ctx, cancel := context.WithCancel(t.Context())
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
 	live := newDelivery()
-	wg.Go(func() { follow(ctx, reader.Events(), recado.Position{}, live) })
+	wg.Go(func() {
+		follow(ctx, reader.Events(), recado.Position{}, live, eventstore.WithPollInterval(time.Minute))
+	})
 
 	want := map[string]bool{}
 	appendSome := func(n int) {
@@ -141,7 +142,7 @@ func TestAppendSurvivesDroppedConnection(t *testing.T) {
 			s := db.Events()
 			var mu sync.Mutex
 			attempt := 0
-			s.hooks.beforeWrite = func(conn *pgx.Conn) {
+			db.events.hooks.beforeWrite = func(conn *pgx.Conn) {
 				mu.Lock()
 				defer mu.Unlock()
 				attempt++
@@ -149,7 +150,7 @@ func TestAppendSurvivesDroppedConnection(t *testing.T) {
 					terminate(t, conn.PgConn().PID(), "")
 				}
 			}
-			s.hooks.afterCommit = func(int) error {
+			db.events.hooks.afterCommit = func(int) error {
 				mu.Lock()
 				defer mu.Unlock()
 				if attempt <= len(tc.loses) && tc.loses[attempt-1] {
@@ -171,7 +172,7 @@ func TestAppendSurvivesDroppedConnection(t *testing.T) {
 			case tc.wantErr == nil && (res.Duplicate || res.FirstVersion != 1 || res.LastVersion != 3):
 				t.Errorf("Append = %+v, want versions 1..3 stored by this append (not a duplicate)", res)
 			}
-			s.hooks = testHooks{}
+			db.events.hooks = testHooks{}
 
 			retry, err := s.Append(ctx, "stream", events)
 			if err != nil {
@@ -198,8 +199,6 @@ func TestAppendSurvivesDroppedConnection(t *testing.T) {
 		})
 	}
 }
-
-var _ io.Closer = closingStore{}
 
 // errFails in a test table wants an error, whichever.
 var errFails = errors.New("any error")

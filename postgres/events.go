@@ -6,20 +6,21 @@ import (
 	"fmt"
 	"iter"
 	"math"
-	"slices"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/recado-dev/recado"
-	"github.com/recado-dev/recado/eventstore"
+	"github.com/recado-dev/recado/eventstore/driver"
 )
 
-// EventStore is the event store of a [DB]: an [eventstore.Store] that is also an
-// [eventstore.Notifier], [eventstore.Subscriber] and [eventstore.Deleter].
-type EventStore struct {
-	eventstore.Signal
+// eventDriver is the event store of a [DB], as a [driver.Driver]: it stores
+// and reads events, and it decides appends and deletes with
+// [driver.Request.Decide] and [driver.Request.DecideDelete] inside the
+// transaction that writes them.
+type eventDriver struct {
+	driver.Signal
 	db    *DB
 	w     *writer
 	hooks testHooks // set by tests only, before use
@@ -28,12 +29,7 @@ type EventStore struct {
 	heldByUnit atomic.Bool
 }
 
-var (
-	_ eventstore.Store      = (*EventStore)(nil)
-	_ eventstore.Notifier   = (*EventStore)(nil)
-	_ eventstore.Subscriber = (*EventStore)(nil)
-	_ eventstore.Deleter    = (*EventStore)(nil)
-)
+var _ driver.Driver = (*eventDriver)(nil)
 
 const (
 	readAllFirstPage = 512
@@ -41,90 +37,126 @@ const (
 	readStreamPage   = 500
 )
 
-func newEvents(db *DB) *EventStore {
-	e := &EventStore{db: db}
+func newEvents(db *DB) *eventDriver {
+	e := &eventDriver{db: db}
 	e.w = &writer{e: e, reqs: make(chan *appendReq), stop: make(chan struct{})}
 	e.w.park.init()
 	return e
 }
 
-// Append implements [eventstore.Store.Append]. Concurrent appends share a
-// commit (group commit); an append with [eventstore.InTx] joins the caller's
-// [Tx] instead.
-func (e *EventStore) Append(ctx context.Context, stream string, events []recado.Event, opts ...eventstore.AppendOption) (eventstore.AppendResult, error) {
-	o := eventstore.NewAppendOptions(opts...)
+// errClosed is the error of every call after Close.
+func errClosed() error { return fmt.Errorf("%w: the postgres DB is closed", driver.ErrClosed) }
+
+// Close closes the DB.
+func (e *eventDriver) Close() error { return e.db.Close() }
+
+// Append implements [driver.Driver.Append]. Concurrent appends share a commit
+// (group commit); an append with r.Tx set joins that unit of work instead.
+//
+// The writer decides and writes its own copy of r, so that an append whose
+// caller gave up leaves r alone; r gets the copy back once it is decided and
+// committed. The events (the front's copies) are shared: the writer sets
+// their Stream, Version and Position.
+func (e *eventDriver) Append(ctx context.Context, r *driver.Request) error {
 	if e.db.closed.Load() {
-		return eventstore.AppendResult{}, e.db.errClosed("append to " + stream)
-	}
-	if err := eventstore.ValidateAppend(stream, events, o); err != nil {
-		return eventstore.AppendResult{}, err
+		return errClosed()
 	}
 	if err := ctx.Err(); err != nil {
-		return eventstore.AppendResult{}, err
+		return err
 	}
-	r := &appendReq{stream: stream, events: slices.Clone(events), expected: o.Expected, done: make(chan appendOutcome, 1)}
-	if o.Tx != nil {
-		tx, ok := o.Tx.(*Tx)
-		if !ok {
-			return eventstore.AppendResult{}, fmt.Errorf("%w: append to %q: InTx given a %T, want a *postgres.Tx",
-				eventstore.ErrInvalid, stream, o.Tx)
-		}
-		if err := tx.usable(e.db, "append to "+stream); err != nil {
-			return eventstore.AppendResult{}, err
+	if r.Tx != nil {
+		tx, err := e.db.unit(r.Tx)
+		if err != nil {
+			return err
 		}
 		return e.appendInTx(ctx, tx, r)
 	}
+	a := &appendReq{own: *r, done: make(chan error, 1)}
+	a.r = &a.own
 	select {
-	case e.w.reqs <- r:
+	case e.w.reqs <- a:
 	case <-ctx.Done():
-		return eventstore.AppendResult{}, ctx.Err()
+		return ctx.Err()
 	case <-e.w.stop:
-		return eventstore.AppendResult{}, e.db.errClosed("append to " + stream)
+		return errClosed()
 	}
 	select {
-	case out := <-r.done:
-		return out.res, out.err
+	case err := <-a.done:
+		return a.answer(r, err)
 	case <-ctx.Done():
-		if r.state.CompareAndSwap(reqQueued, reqAbandoned) {
-			return eventstore.AppendResult{}, ctx.Err()
+		if a.state.CompareAndSwap(reqQueued, reqAbandoned) {
+			return ctx.Err()
 		}
 		select {
-		case out := <-r.done:
-			return out.res, out.err
+		case err := <-a.done:
+			return a.answer(r, err)
 		default:
-			return eventstore.AppendResult{}, eventstore.UnknownOutcome(stream, ctx.Err())
+			return fmt.Errorf("%w: %w", driver.ErrUnknownOutcome, ctx.Err())
 		}
 	}
 }
 
-func (e *EventStore) appendInTx(ctx context.Context, tx *Tx, r *appendReq) (eventstore.AppendResult, error) {
-	var out []appendOutcome
+// answer hands the writer's decision back to the caller's request.
+func (a *appendReq) answer(r *driver.Request, err error) error {
+	if err == nil {
+		*r = a.own
+	}
+	return err
+}
+
+func (e *eventDriver) appendInTx(ctx context.Context, tx *Tx, r *driver.Request) error {
+	a := &appendReq{r: r}
 	var err error
 	for range maxCommitAttempts {
-		out, _, err = e.execute(ctx, tx, []*appendReq{r}, &batchBuf{}, true)
-		tx.hold(r.stream)
+		_, err = e.execute(ctx, tx, []*appendReq{a}, &batchBuf{}, true)
+		tx.hold(r.Stream)
 		if !errors.Is(err, errRaced) {
 			break
 		}
 	}
 	if err != nil {
-		return eventstore.AppendResult{}, fmt.Errorf("postgres: append to %q in a unit of work: %w", r.stream, err)
+		r.Reset()
+		return fmt.Errorf("postgres: in a unit of work: %w", err)
 	}
-	if out[0].err == nil && !out[0].res.Duplicate {
+	if r.Outcome == driver.Written {
 		tx.appended = true
 	}
-	return out[0].res, out[0].err
+	return nil
 }
 
-// Subscribe implements [eventstore.Subscriber]: [eventstore.Poll] woken by
-// LISTEN/NOTIFY, polling every Options.PollInterval (unless opts say
-// otherwise) in case a notification is lost.
-func (e *EventStore) Subscribe(ctx context.Context, after recado.Position, opts ...eventstore.SubscribeOption) iter.Seq2[eventstore.Message, error] {
-	all := append([]eventstore.SubscribeOption{eventstore.WithPollInterval(e.db.opts.PollInterval)}, opts...)
-	return eventstore.Poll(ctx, e, after, all...)
+// State implements [driver.Driver.State]: the stream's row, read (not locked)
+// in tx if given, on the pool otherwise.
+func (e *eventDriver) State(ctx context.Context, stream string, tx recado.Tx) (driver.State, error) {
+	if e.db.closed.Load() {
+		return driver.State{}, errClosed()
+	}
+	var q interface {
+		QueryRow(context.Context, string, ...any) pgx.Row
+	} = e.db.pool
+	if tx != nil {
+		unit, err := e.db.unit(tx)
+		if err != nil {
+			return driver.State{}, err
+		}
+		q = unit.tx
+	}
+	var version, deleted int64
+	var st driver.State
+	err := q.QueryRow(ctx, e.db.q.streamState, stream).Scan(&version, &deleted, &st.Tombstoned)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return driver.State{}, nil
+	case err != nil:
+		if e.db.closed.Load() {
+			return driver.State{}, errClosed()
+		}
+		return driver.State{}, fmt.Errorf("postgres: %w", err)
+	}
+	st.Version, st.Start = uint64(version), uint64(deleted)
+	return st, nil
 }
 
-// ReadAll implements [eventstore.Store.ReadAll].
+// ReadAll implements [driver.Driver.ReadAll].
 //
 // It reads only events below the horizon, the oldest transaction still
 // running in the database; when events committed before the read started lie
@@ -137,10 +169,9 @@ func (e *EventStore) Subscribe(ctx context.Context, after recado.Position, opts 
 //
 // The log is read in pages; while the caller handles one page, the next is
 // fetched. No connection is held while the caller's loop body runs.
-func (e *EventStore) ReadAll(ctx context.Context, after recado.Position, opts ...eventstore.ReadOption) iter.Seq2[recado.Event, error] {
-	o := eventstore.NewReadOptions(opts...)
+func (e *eventDriver) ReadAll(ctx context.Context, after recado.Position, o driver.Read) iter.Seq2[recado.Event, error] {
 	return func(yield func(recado.Event, error) bool) {
-		if err := e.readable(ctx, o); err != nil {
+		if err := e.readable(ctx); err != nil {
 			yield(recado.Event{}, err)
 			return
 		}
@@ -158,7 +189,7 @@ func (e *EventStore) ReadAll(ctx context.Context, after recado.Position, opts ..
 		err := r.fetch(ctx, p, r.cur, r.pageSize(), !o.Backwards)
 		for {
 			if err != nil {
-				yield(recado.Event{}, fmt.Errorf("postgres: read all after %s: %w", after, err))
+				yield(recado.Event{}, fmt.Errorf("postgres: reading a page of the log: %w", err))
 				return
 			}
 			n := r.pageSize()
@@ -209,7 +240,7 @@ func (e *EventStore) ReadAll(ctx context.Context, after recado.Position, opts ..
 
 // allReader is the state of one ReadAll.
 type allReader struct {
-	e         *EventStore
+	e         *eventDriver
 	backwards bool
 	cur       [2]int64 // the position to read after (before, backwards)
 	remaining int      // events still wanted: 0 is no limit, -1 is done
@@ -237,7 +268,7 @@ func (r *allReader) start(ctx context.Context) error {
 	b := &pgx.Batch{}
 	r.queueHorizon(b)
 	if err := r.e.sendBatch(ctx, b); err != nil {
-		return fmt.Errorf("postgres: read all: %w", err)
+		return fmt.Errorf("postgres: reading the horizon: %w", err)
 	}
 	if r.target >= 0 {
 		if err := r.e.waitHorizon(ctx, min(r.target, r.cur[0])); err != nil {
@@ -296,7 +327,7 @@ func (r *allReader) advance(p *page) {
 
 // waitHorizon waits until every transaction that could have written major has
 // ended: the horizon is above major.
-func (e *EventStore) waitHorizon(ctx context.Context, major int64) error {
+func (e *eventDriver) waitHorizon(ctx context.Context, major int64) error {
 	delay := time.Millisecond
 	timer := time.NewTimer(delay)
 	defer timer.Stop()
@@ -309,7 +340,7 @@ func (e *EventStore) waitHorizon(ctx context.Context, major int64) error {
 		}
 		err := e.retryRead(ctx, func() error { return e.db.pool.QueryRow(ctx, q).Scan(&xmin, &holder) })
 		if err != nil {
-			return fmt.Errorf("postgres: read all: wait for open transactions: %w", err)
+			return fmt.Errorf("postgres: waiting for open transactions: %w", err)
 		}
 		if xmin > major {
 			return nil
@@ -327,7 +358,7 @@ func (e *EventStore) waitHorizon(ctx context.Context, major int64) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-e.db.ctx.Done():
-			return e.db.errClosed("read all")
+			return errClosed()
 		case <-timer.C:
 		}
 		delay = min(2*delay, 100*time.Millisecond)
@@ -335,33 +366,30 @@ func (e *EventStore) waitHorizon(ctx context.Context, major int64) error {
 }
 
 // readable checks what every read checks first.
-func (e *EventStore) readable(ctx context.Context, o eventstore.ReadOptions) error {
+func (e *eventDriver) readable(ctx context.Context) error {
 	if e.db.closed.Load() {
-		return e.db.errClosed("read")
-	}
-	if err := o.Validate(); err != nil {
-		return err
+		return errClosed()
 	}
 	return ctx.Err()
 }
 
 // sendBatch runs b on a pooled connection, once more if the connection failed
 // (a read is safe to repeat).
-func (e *EventStore) sendBatch(ctx context.Context, b *pgx.Batch) error {
+func (e *eventDriver) sendBatch(ctx context.Context, b *pgx.Batch) error {
 	return e.retryRead(ctx, func() error { return e.db.pool.SendBatch(ctx, b).Close() })
 }
 
-func (e *EventStore) retryRead(ctx context.Context, f func() error) error {
+func (e *eventDriver) retryRead(ctx context.Context, f func() error) error {
 	err := f()
 	for attempt := 1; err != nil && attempt < maxCommitAttempts && ctx.Err() == nil && connLost(err); attempt++ {
 		if e.db.closed.Load() {
-			return e.db.errClosed("read")
+			return errClosed()
 		}
 		e.db.log.Warn("postgres: read failed, retrying", "schema", e.db.opts.Schema, "err", err)
 		err = f()
 	}
 	if err != nil && e.db.closed.Load() {
-		return e.db.errClosed("read")
+		return errClosed()
 	}
 	return err
 }
@@ -385,15 +413,10 @@ func readPage(rs pgx.Rows, p *page, off int) error {
 	return rs.Err()
 }
 
-// ReadStream implements [eventstore.Store.ReadStream].
-func (e *EventStore) ReadStream(ctx context.Context, stream string, opts ...eventstore.ReadOption) iter.Seq2[recado.Event, error] {
-	o := eventstore.NewReadOptions(opts...)
+// ReadStream implements [driver.Driver.ReadStream].
+func (e *eventDriver) ReadStream(ctx context.Context, stream string, o driver.Read) iter.Seq2[recado.Event, error] {
 	return func(yield func(recado.Event, error) bool) {
-		if err := e.readable(ctx, o); err != nil {
-			yield(recado.Event{}, err)
-			return
-		}
-		if err := eventstore.ValidateStream(stream); err != nil {
+		if err := e.readable(ctx); err != nil {
 			yield(recado.Event{}, err)
 			return
 		}
@@ -453,7 +476,7 @@ func (e *EventStore) ReadStream(ctx context.Context, stream string, opts ...even
 				return rs.Err()
 			})
 			if err := e.sendBatch(ctx, b); err != nil {
-				yield(recado.Event{}, fmt.Errorf("postgres: read stream %q: %w", stream, err))
+				yield(recado.Event{}, fmt.Errorf("postgres: reading a page of the stream: %w", err))
 				return
 			}
 			// Each page comes with the stream's state of its own snapshot. A
@@ -465,11 +488,13 @@ func (e *EventStore) ReadStream(ctx context.Context, stream string, opts ...even
 			}
 			switch {
 			case state.tombstoned:
-				yield(recado.Event{}, fmt.Errorf("postgres: read stream %q: tombstoned%s: %w", stream, during, eventstore.ErrStreamDeleted))
+				yield(recado.Event{}, fmt.Errorf("%w: tombstoned%s", driver.ErrStreamDeleted, during))
 				return
-			case first && (!state.found || state.version <= state.deleted),
-				!first && (!state.found || state.deleted != deleted):
-				yield(recado.Event{}, fmt.Errorf("postgres: read stream %q%s: %w", stream, during, eventstore.ErrStreamNotFound))
+			case !state.found || state.version == 0:
+				yield(recado.Event{}, fmt.Errorf("%w: no events%s", driver.ErrStreamNotFound, during))
+				return
+			case first && state.version <= state.deleted, !first && state.deleted != deleted:
+				yield(recado.Event{}, fmt.Errorf("%w: soft-deleted at version %d%s", driver.ErrStreamNotFound, state.deleted, during))
 				return
 			}
 			deleted = state.deleted
@@ -496,84 +521,59 @@ func (e *EventStore) ReadStream(ctx context.Context, stream string, opts ...even
 	}
 }
 
-// Delete implements [eventstore.Deleter.Delete]: a soft delete.
-func (e *EventStore) Delete(ctx context.Context, stream string, opts ...eventstore.AppendOption) error {
-	return e.delete(ctx, "delete", stream, opts, func(row streamRow, expected eventstore.ExpectedVersion) (string, error) {
-		exists := row.version > row.deleted
-		if !exists {
-			return "", fmt.Errorf("postgres: delete stream %q: %w", stream, eventstore.ErrStreamNotFound)
-		}
-		if err := expected.Check(stream, row.version, exists); err != nil {
-			return "", err
-		}
-		return e.db.q.setDeleted, nil
-	})
-}
-
-// Tombstone implements [eventstore.Deleter.Tombstone]. A stream never written
-// can be tombstoned too, to reserve its name for good.
-func (e *EventStore) Tombstone(ctx context.Context, stream string, opts ...eventstore.AppendOption) error {
-	return e.delete(ctx, "tombstone", stream, opts, func(row streamRow, expected eventstore.ExpectedVersion) (string, error) {
-		if err := expected.Check(stream, row.version, row.version > row.deleted); err != nil {
-			return "", err
-		}
-		return e.db.q.setTomb, nil
-	})
-}
-
-// delete locks the stream's row, lets decide check its state, and runs the
-// update decide returns: in the caller's unit of work if opts name one, in a
-// short transaction of its own otherwise.
-func (e *EventStore) delete(ctx context.Context, op, stream string, opts []eventstore.AppendOption,
-	decide func(streamRow, eventstore.ExpectedVersion) (string, error)) error {
-	o := eventstore.NewAppendOptions(opts...)
+// Delete implements [driver.Driver.Delete]: it locks the stream's row (making
+// one if the stream has none), lets r.DecideDelete decide on its state, and
+// marks the row soft-deleted or tombstoned: in r.Tx if set, in a short
+// transaction of its own otherwise (rolled back when nothing is to be done).
+func (e *eventDriver) Delete(ctx context.Context, r *driver.Request) error {
 	if e.db.closed.Load() {
-		return e.db.errClosed(op + " stream " + stream)
-	}
-	if err := eventstore.ValidateStream(stream); err != nil {
-		return err
+		return errClosed()
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	run := func(tx pgx.Tx) error {
-		var row streamRow
 		var version, deleted int64
-		if err := tx.QueryRow(ctx, e.db.q.lockStream, stream).Scan(&version, &deleted, &row.tombstoned); err != nil {
-			return fmt.Errorf("postgres: %s stream %q: %w", op, stream, err)
+		var st driver.State
+		if err := tx.QueryRow(ctx, e.db.q.lockStream, r.Stream).Scan(&version, &deleted, &st.Tombstoned); err != nil {
+			return fmt.Errorf("postgres: lock the stream's row: %w", err)
 		}
-		row.version, row.deleted = uint64(version), uint64(deleted)
-		if row.tombstoned {
-			return fmt.Errorf("postgres: %s stream %q: %w", op, stream, eventstore.ErrStreamDeleted)
+		st.Version, st.Start = uint64(version), uint64(deleted)
+		if !r.DecideDelete(st) {
+			return errNothingToDo
 		}
-		update, err := decide(row, o.Expected)
-		if err != nil {
-			return err
+		update := e.db.q.setDeleted
+		if r.Tombstone {
+			update = e.db.q.setTomb
 		}
-		if _, err := tx.Exec(ctx, update, stream); err != nil {
-			return fmt.Errorf("postgres: %s stream %q: %w", op, stream, err)
+		if _, err := tx.Exec(ctx, update, r.Stream); err != nil {
+			r.Reset()
+			return fmt.Errorf("postgres: mark the stream deleted: %w", err)
 		}
 		return nil
 	}
-	if o.Tx != nil {
-		tx, ok := o.Tx.(*Tx)
-		if !ok {
-			return fmt.Errorf("%w: %s stream %q: InTx given a %T, want a *postgres.Tx", eventstore.ErrInvalid, op, stream, o.Tx)
-		}
-		if err := tx.usable(e.db, op+" stream "+stream); err != nil {
+	if r.Tx != nil {
+		tx, err := e.db.unit(r.Tx)
+		if err != nil {
 			return err
 		}
-		defer tx.hold(stream)
-		return run(tx.tx)
+		defer tx.hold(r.Stream)
+		if err := run(tx.tx); err != nil && err != errNothingToDo {
+			return fmt.Errorf("postgres: in a unit of work: %w", err)
+		}
+		return nil
 	}
 	err := pgx.BeginTxFunc(ctx, e.db.pool, ownTxOptions, run)
-	if err != nil && e.db.closed.Load() && !isStoreError(err) {
-		return e.db.errClosed(op + " stream " + stream)
+	switch {
+	case err == nil, err == errNothingToDo:
+		return nil
+	case e.db.closed.Load():
+		r.Reset()
+		return fmt.Errorf("%w (%w)", driver.ErrClosed, err)
 	}
+	r.Reset()
 	return err
 }
 
-func isStoreError(err error) bool {
-	return errors.Is(err, eventstore.ErrConflict) || errors.Is(err, eventstore.ErrStreamNotFound) ||
-		errors.Is(err, eventstore.ErrStreamDeleted)
-}
+// errNothingToDo rolls back a delete that r.DecideDelete refused.
+var errNothingToDo = errors.New("postgres: nothing to delete")

@@ -58,7 +58,7 @@ func Example() {
 	}
 
 	// How long readers are held back by an open transaction: alert on it.
-	h, err := store.Horizon(ctx)
+	h, err := db.Horizon(ctx)
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -48,10 +48,10 @@ func (d *delivery) snapshot() ([]recado.Event, recado.Position) {
 	return append([]recado.Event(nil), d.events...), d.checkpoint
 }
 
-// follow subscribes to s after `after` until ctx ends, recording into d;
-// when the subscription fails (a dropped connection, say) it subscribes again
-// after its checkpoint, as an application would.
-func follow(ctx context.Context, s *EventStore, after recado.Position, d *delivery) {
+// follow subscribes to s after `after` with opts until ctx ends, recording
+// into d; when the subscription fails (a dropped connection, say) it
+// subscribes again after its checkpoint, as an application would.
+func follow(ctx context.Context, s *eventstore.Store, after recado.Position, d *delivery, opts ...eventstore.SubscribeOption) {
 	d.mu.Lock()
 	d.checkpoint = after
 	d.mu.Unlock()
@@ -60,7 +60,7 @@ func follow(ctx context.Context, s *EventStore, after recado.Position, d *delive
 		d.mu.Lock()
 		d.subscribeNo++
 		d.mu.Unlock()
-		for m, err := range s.Subscribe(ctx, from) {
+		for m, err := range s.Subscribe(ctx, from, opts...) {
 			if err != nil {
 				break
 			}
@@ -144,9 +144,10 @@ func TestGapTorture(t *testing.T) {
 
 func testGapTorture(t *testing.T, exact bool) {
 	schema := newSchema(t)
-	procA := openOn(t, newPool(t, ""), Options{Schema: schema, PollInterval: 50 * time.Millisecond})
-	procB := openOn(t, newPool(t, ""), Options{Schema: schema, PollInterval: 50 * time.Millisecond})
-	reader := openOn(t, newPool(t, ""), Options{Schema: schema, PollInterval: 50 * time.Millisecond})
+	procA := openOn(t, newPool(t, ""), Options{Schema: schema})
+	procB := openOn(t, newPool(t, ""), Options{Schema: schema})
+	reader := openOn(t, newPool(t, ""), Options{Schema: schema})
+	poll := eventstore.WithPollInterval(50 * time.Millisecond)
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 
@@ -159,7 +160,7 @@ func testGapTorture(t *testing.T, exact bool) {
 		}
 		mu.Unlock()
 	}
-	appendShared := func(s *EventStore, stream string, events []recado.Event) error {
+	appendShared := func(s *eventstore.Store, stream string, events []recado.Event) error {
 		for {
 			var opt eventstore.AppendOption = eventstore.Expect(eventstore.Any)
 			if exact {
@@ -189,7 +190,7 @@ func testGapTorture(t *testing.T, exact bool) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
-	wg.Go(func() { follow(ctx, reader.Events(), recado.Position{}, live) })
+	wg.Go(func() { follow(ctx, reader.Events(), recado.Position{}, live, poll) })
 	live.waitFor(t, map[string]bool{first[0].ID: true, first[4].ID: true})
 
 	// The slow transaction.
@@ -254,7 +255,7 @@ func testGapTorture(t *testing.T, exact bool) {
 	}
 
 	// During the wait: readers are held back, and say so.
-	h, err := reader.Events().Horizon(ctx)
+	h, err := reader.Horizon(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -294,7 +295,7 @@ func testGapTorture(t *testing.T, exact bool) {
 		}
 	}
 	ctx2, cancel2 := context.WithCancel(ctx)
-	wg.Go(func() { follow(ctx2, reader.Events(), checkpoint, resumed) })
+	wg.Go(func() { follow(ctx2, reader.Events(), checkpoint, resumed, poll) })
 	resumed.waitFor(t, afterCheckpoint)
 	cancel2()
 	got, _ := resumed.snapshot()
@@ -311,18 +312,10 @@ func testGapTorture(t *testing.T, exact bool) {
 	checkLog(t, "ReadAll", all, want)
 }
 
-// lastVersion returns the stream's last version, 0 if it does not exist.
-func lastVersion(ctx context.Context, s *EventStore, stream string) (uint64, error) {
-	for e, err := range s.ReadStream(ctx, stream, eventstore.Backwards(), eventstore.Limit(1)) {
-		if errors.Is(err, eventstore.ErrStreamNotFound) {
-			return 0, nil
-		}
-		if err != nil {
-			return 0, err
-		}
-		return e.Version, nil
-	}
-	return 0, nil
+// lastVersion returns the stream's last version, 0 if it never had events.
+func lastVersion(ctx context.Context, s *eventstore.Store, stream string) (uint64, error) {
+	st, err := s.State(ctx, stream)
+	return st.Version, err
 }
 
 func testEvents(typ string, n int) []recado.Event {

@@ -27,13 +27,13 @@ type Horizon struct {
 // Horizon reports how far readers of the global log are held back by open
 // transactions. Seeing other users' sessions needs the pg_read_all_stats role
 // (or pg_monitor); without it Age covers only the current user's sessions.
-func (e *EventStore) Horizon(ctx context.Context) (Horizon, error) {
-	if e.db.closed.Load() {
-		return Horizon{}, e.db.errClosed("horizon")
+func (db *DB) Horizon(ctx context.Context) (Horizon, error) {
+	if db.closed.Load() {
+		return Horizon{}, db.errClosed("horizon")
 	}
 	var h Horizon
 	var secs float64
-	err := e.db.pool.QueryRow(ctx, e.db.q.horizonInfo).Scan(&secs, &h.PID, &h.HeldBack)
+	err := db.pool.QueryRow(ctx, db.q.horizonInfo).Scan(&secs, &h.PID, &h.HeldBack)
 	if err != nil {
 		return Horizon{}, fmt.Errorf("postgres: horizon: %w", err)
 	}

@@ -20,9 +20,9 @@ import (
 func TestCloseGivesUpOnUnansweredCommit(t *testing.T) {
 	db := openTest(t, Options{Writers: 1})
 	s := db.Events()
-	s.hooks.grace = 100 * time.Millisecond
+	db.events.hooks.grace = 100 * time.Millisecond
 	stopped := make(chan int, 1)
-	s.hooks.beforeWrite = func(conn *pgx.Conn) {
+	db.events.hooks.beforeWrite = func(conn *pgx.Conn) {
 		pid := int(conn.PgConn().PID())
 		if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 			stopped <- 0
@@ -37,7 +37,7 @@ func TestCloseGivesUpOnUnansweredCommit(t *testing.T) {
 	}()
 	pid := <-stopped
 	if pid == 0 {
-		s.hooks.beforeWrite = nil
+		db.events.hooks.beforeWrite = nil
 		<-appended
 		t.Skip("cannot stop the server's backend (not local, or not allowed)")
 	}

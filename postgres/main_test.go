@@ -12,7 +12,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.uber.org/goleak"
 
-	"github.com/recado-dev/recado/eventstore"
 	"github.com/recado-dev/recado/eventstore/eventstoretest"
 )
 
@@ -57,13 +56,22 @@ func newSchema(tb testing.TB) string {
 // names its sessions (for pg_terminate_backend in the tests).
 func newPool(tb testing.TB, appName string) *pgxpool.Pool {
 	tb.Helper()
+	return newPoolWith(tb, func(cfg *pgxpool.Config) {
+		if appName != "" {
+			cfg.ConnConfig.RuntimeParams["application_name"] = appName
+		}
+	})
+}
+
+// newPoolWith returns a pool on the test server configured by configure,
+// closed when tb ends.
+func newPoolWith(tb testing.TB, configure func(*pgxpool.Config)) *pgxpool.Pool {
+	tb.Helper()
 	cfg, err := pgxpool.ParseConfig(testURL(tb))
 	if err != nil {
 		tb.Fatalf("parse %s: %v", envURL, err)
 	}
-	if appName != "" {
-		cfg.ConnConfig.RuntimeParams["application_name"] = appName
-	}
+	configure(cfg)
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		tb.Fatalf("pool: %v", err)
@@ -96,25 +104,29 @@ func openOn(tb testing.TB, pool *pgxpool.Pool, opts Options) *DB {
 	return db
 }
 
-// closingStore lets the conformance suite close the DB through its store.
-type closingStore struct {
-	*EventStore
-	db *DB
-}
-
-func (s closingStore) Close() error { return s.db.Close() }
-
-func newStore(tb testing.TB) eventstore.Store {
-	db := openTest(tb, Options{})
-	return closingStore{db.Events(), db}
+// newBackend opens a DB in a fresh schema on a pool cfg configures (nil:
+// the default), for the conformance suite.
+func newBackend(tb testing.TB, cfg func(*pgxpool.Config)) eventstoretest.Backend {
+	tb.Helper()
+	pool := newPool(tb, "")
+	if cfg != nil {
+		pool = newPoolWith(tb, cfg)
+	}
+	db := openOn(tb, pool, Options{Schema: newSchema(tb)})
+	return eventstoretest.Backend{
+		Store:    db.Events(),
+		Close:    db.Close,
+		Tx:       eventstoretest.UnitOfWork(db),
+		Features: eventstoretest.Features{Delete: true, UnitOfWork: true, Close: true, LeakCheck: true},
+	}
 }
 
 func TestConformance(t *testing.T) {
 	testURL(t)
-	eventstoretest.Run(t, newStore)
+	eventstoretest.Run(t, func(tb testing.TB) eventstoretest.Backend { return newBackend(tb, nil) })
 }
 
 func BenchmarkStore(b *testing.B) {
 	testURL(b)
-	eventstoretest.Bench(b, newStore)
+	eventstoretest.Bench(b, func(tb testing.TB) eventstoretest.Backend { return newBackend(tb, nil) })
 }

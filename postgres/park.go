@@ -6,7 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/recado-dev/recado/eventstore"
+	"github.com/recado-dev/recado/eventstore/driver"
 )
 
 // parkLane holds the appends to streams whose rows another transaction holds
@@ -46,7 +46,7 @@ func (p *parkLane) divert(r *appendReq) bool {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if _, ok := p.parked[r.stream]; !ok && p.held[r.stream] == 0 {
+	if _, ok := p.parked[r.r.Stream]; !ok && p.held[r.r.Stream] == 0 {
 		return false
 	}
 	p.addLocked(r)
@@ -71,10 +71,10 @@ func (p *parkLane) addLocked(r *appendReq) {
 	if !r.inFlight {
 		r.state.Store(reqQueued) // its caller may give up while it waits
 	}
-	if _, ok := p.parked[r.stream]; !ok {
-		p.order = append(p.order, r.stream)
+	if _, ok := p.parked[r.r.Stream]; !ok {
+		p.order = append(p.order, r.r.Stream)
 	}
-	p.parked[r.stream] = append(p.parked[r.stream], r)
+	p.parked[r.r.Stream] = append(p.parked[r.r.Stream], r)
 	p.count()
 }
 
@@ -169,11 +169,11 @@ func (p *parkLane) closeAll() {
 }
 
 func failClosed(r *appendReq) {
-	err := fmt.Errorf("postgres: append to %q: %w", r.stream, eventstore.ErrClosed)
+	err := errClosed()
 	if r.inFlight {
-		err = eventstore.UnknownOutcome(r.stream, err)
+		err = fmt.Errorf("%w: %w", driver.ErrUnknownOutcome, err)
 	}
-	r.done <- appendOutcome{err: err}
+	r.done <- err
 }
 
 // parkRetry bounds the pause between two passes over parked streams that

@@ -8,9 +8,12 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/recado-dev/recado"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/recado-dev/recado"
 	"github.com/recado-dev/recado/eventstore"
+	"github.com/recado-dev/recado/eventstore/driver"
 )
 
 // TestReadStreamChangedBetweenPages: a stream deleted (soft, tombstoned, or
@@ -19,12 +22,12 @@ import (
 func TestReadStreamChangedBetweenPages(t *testing.T) {
 	tests := []struct {
 		name   string
-		change func(ctx context.Context, s *EventStore) error
+		change func(ctx context.Context, s *eventstore.Store) error
 		want   error
 	}{
-		{"Deleted", func(ctx context.Context, s *EventStore) error { return s.Delete(ctx, "s") }, eventstore.ErrStreamNotFound},
-		{"Tombstoned", func(ctx context.Context, s *EventStore) error { return s.Tombstone(ctx, "s") }, eventstore.ErrStreamDeleted},
-		{"DeletedAndWrittenAgain", func(ctx context.Context, s *EventStore) error {
+		{"Deleted", func(ctx context.Context, s *eventstore.Store) error { return s.Delete(ctx, "s") }, eventstore.ErrStreamNotFound},
+		{"Tombstoned", func(ctx context.Context, s *eventstore.Store) error { return s.Tombstone(ctx, "s") }, eventstore.ErrStreamDeleted},
+		{"DeletedAndWrittenAgain", func(ctx context.Context, s *eventstore.Store) error {
 			if err := s.Delete(ctx, "s"); err != nil {
 				return err
 			}
@@ -91,7 +94,7 @@ func TestHorizonIdleTransaction(t *testing.T) {
 	if _, err := tx.Exec(ctx, "SELECT pg_current_xact_id()"); err != nil {
 		t.Fatal(err)
 	}
-	h, err := s.Horizon(ctx)
+	h, err := db.Horizon(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +104,7 @@ func TestHorizonIdleTransaction(t *testing.T) {
 	if _, err := s.Append(ctx, "s", testEvents("E", 1)); err != nil {
 		t.Fatal(err)
 	}
-	if h, err = s.Horizon(ctx); err != nil || h.Age <= 0 || h.HeldBack != 1 {
+	if h, err = db.Horizon(ctx); err != nil || h.Age <= 0 || h.HeldBack != 1 {
 		t.Errorf("Horizon after an event committed behind the idle transaction = %+v, %v; want an Age and HeldBack 1", h, err)
 	}
 }
@@ -122,22 +125,43 @@ func randomText(n int) string {
 	return string(b)
 }
 
-// TestLimits: what the event store promises to hold (stream names of 1024
-// bytes, event IDs and type names of 255, times from year 1 to 9999 with
-// microseconds) fits the table and its indexes, in a group commit and in a
-// unit of work, and reads back exactly.
+// TestLimits: what the event store promises to hold (stream names of
+// driver.MaxStreamLen bytes, event IDs and type names of MaxIDLen and
+// MaxTypeLen, times from driver.MinTime to MaxTime with microseconds) fits
+// the table and its indexes, in a group commit and in a unit of work, and
+// reads back exactly: on a pool that prepares its statements (values in
+// binary) and on ones that do not (values in text; times in a zone whose
+// offset before 1920 has seconds).
 func TestLimits(t *testing.T) {
-	db := openTest(t, Options{})
+	modes := []pgx.QueryExecMode{pgx.QueryExecModeCacheStatement, pgx.QueryExecModeSimpleProtocol, pgx.QueryExecModeExec}
+	for _, mode := range modes {
+		t.Run(mode.String(), func(t *testing.T) {
+			pool := newPoolWith(t, func(cfg *pgxpool.Config) {
+				cfg.ConnConfig.DefaultQueryExecMode = mode
+				cfg.ConnConfig.RuntimeParams["timezone"] = "Asia/Kathmandu"
+			})
+			testLimits(t, openOn(t, pool, Options{Schema: newSchema(t)}))
+		})
+	}
+}
+
+func testLimits(t *testing.T, db *DB) {
 	s := db.Events()
 	ctx := t.Context()
 	event := func(tm time.Time) recado.Event {
-		return recado.Event{ID: randomText(255), Type: randomText(255), Data: []byte(`{}`), Time: tm}
+		return recado.Event{ID: randomText(driver.MaxIDLen), Type: randomText(driver.MaxTypeLen), Data: []byte(`{}`), Time: tm}
 	}
-	first := time.Date(1, 1, 1, 0, 0, 0, 1000, time.UTC)
-	last := time.Date(9999, 12, 31, 23, 59, 59, 999999000, time.UTC)
+	times := []time.Time{
+		driver.MinTime.Add(time.Microsecond), // MinTime is the zero time: an append sets it to now
+		time.Date(1900, 6, 30, 12, 34, 56, 789012000, time.UTC),
+		driver.MaxTime,
+	}
 	for _, inTx := range []bool{false, true} {
-		stream := randomText(1024)
-		events := []recado.Event{event(first), event(last)}
+		stream := randomText(driver.MaxStreamLen)
+		var events []recado.Event
+		for _, tm := range times {
+			events = append(events, event(tm))
+		}
 		var err error
 		if inTx {
 			err = db.Tx(ctx, func(tx *Tx) error {
@@ -151,7 +175,7 @@ func TestLimits(t *testing.T) {
 			t.Fatalf("append at the limits (in a unit of work: %v): %v", inTx, err)
 		}
 		got, err := collect(s.ReadStream(ctx, stream))
-		if err != nil || len(got) != 2 {
+		if err != nil || len(got) != len(events) {
 			t.Fatalf("ReadStream: %d events, %v", len(got), err)
 		}
 		for i, e := range got {
@@ -164,7 +188,13 @@ func TestLimits(t *testing.T) {
 			t.Errorf("retry at the limits: %+v, %v; want a duplicate", res, err)
 		}
 	}
-	if got, err := collect(s.ReadAll(ctx, recado.Position{})); err != nil || len(got) != 4 {
-		t.Errorf("ReadAll: %d events, %v; want 4", len(got), err)
+	got, err := collect(s.ReadAll(ctx, recado.Position{}))
+	if err != nil || len(got) != 2*len(times) {
+		t.Fatalf("ReadAll: %d events, %v; want %d", len(got), err, 2*len(times))
+	}
+	for i, e := range got {
+		if w := times[i%len(times)]; !e.Time.Equal(w) || e.Time.Location() != time.UTC {
+			t.Errorf("ReadAll: event %d at %s, want %s in UTC", i, e.Time, w)
+		}
 	}
 }

@@ -185,6 +185,7 @@ type queries struct {
 	readStream  string
 	readBack    string
 	lockStream  string
+	streamState string
 	setDeleted  string
 	setTomb     string
 	horizonInfo string
@@ -269,8 +270,9 @@ WHERE s.stream = $1`),
 		lockStream: r.Replace(`INSERT INTO $S.streams AS s (stream) VALUES ($1)
 ON CONFLICT (stream) DO UPDATE SET stream = EXCLUDED.stream
 RETURNING version, deleted_version, tombstoned`),
-		setDeleted: r.Replace(`UPDATE $S.streams SET deleted_version = version WHERE stream = $1`),
-		setTomb:    r.Replace(`UPDATE $S.streams SET tombstoned = true WHERE stream = $1`),
+		streamState: r.Replace(`SELECT version, deleted_version, tombstoned FROM $S.streams WHERE stream = $1`),
+		setDeleted:  r.Replace(`UPDATE $S.streams SET deleted_version = version WHERE stream = $1`),
+		setTomb:     r.Replace(`UPDATE $S.streams SET tombstoned = true WHERE stream = $1`),
 		horizonHolder: `SELECT x, coalesce((SELECT pid FROM pg_stat_activity WHERE backend_xid::text::bigint = x % 4294967296 LIMIT 1), 0)
 FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS x) h`,
 		// The oldest transaction with an id (the one the horizon is), by the age

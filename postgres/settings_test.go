@@ -111,7 +111,7 @@ func TestAppendsIgnoreSessionDefaults(t *testing.T) {
 			ctx := t.Context()
 			// What the group commit's transaction runs with.
 			var settings atomic.Pointer[string]
-			a.Events().hooks.beforeWrite = func(conn *pgx.Conn) {
+			a.events.hooks.beforeWrite = func(conn *pgx.Conn) {
 				var got string
 				err := conn.QueryRow(ctx, `SELECT concat_ws(' ', current_setting('transaction_isolation'),
 current_setting('lock_timeout'), current_setting('statement_timeout'), current_setting('idle_in_transaction_session_timeout'))`).Scan(&got)

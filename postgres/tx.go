@@ -10,10 +10,15 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/recado-dev/recado"
+	"github.com/recado-dev/recado/eventstore/driver"
 )
 
-// Tx is a unit of work: appends made with [eventstore.InTx](tx) and the
-// caller's own statements on [Tx.Pgx] commit together, or not at all.
+// Tx is a unit of work: appends and deletes made with [eventstore.InTx](tx)
+// and the caller's own statements on [Tx.Pgx] commit together, or not at all.
+// It is a [recado.Tx], valid only inside the function given to [DB.Tx] and on
+// its goroutine.
 //
 // While it is open the transaction holds back every reader of the global log
 // (see the package documentation), so keep it short: no network calls, no
@@ -26,7 +31,18 @@ type Tx struct {
 	done     atomic.Bool // DB.Tx has returned
 	pid      uint32      // its session's backend
 	xid      int64       // its transaction id, once an append has taken one
+	onCommit []func()
 }
+
+var (
+	_ recado.Tx              = (*Tx)(nil)
+	_ recado.UnitOfWork[*Tx] = (*DB)(nil)
+)
+
+// OnCommit registers f to run after the unit of work commits, on the
+// goroutine that called [DB.Tx], before DB.Tx returns; in the order
+// registered. f does not run if the unit of work rolls back.
+func (tx *Tx) OnCommit(f func()) { tx.onCommit = append(tx.onCommit, f) }
 
 // setXID records tx's transaction id, known after its first append.
 func (tx *Tx) setXID(xid int64) {
@@ -93,17 +109,21 @@ func (tx *Tx) hold(stream string) {
 	}
 }
 
-// usable checks that tx is a unit of work of db, still running.
-func (tx *Tx) usable(db *DB, op string) error {
+// unit returns the unit of work t if it is one of db's, still running, and
+// otherwise an error wrapping [driver.ErrForeignTx].
+func (db *DB) unit(t recado.Tx) (*Tx, error) {
+	tx, ok := t.(*Tx)
 	switch {
+	case !ok:
+		return nil, fmt.Errorf("%w: given a %T, want a *postgres.Tx", driver.ErrForeignTx, t)
 	case tx == nil:
-		return invalid("%s: InTx given a nil *postgres.Tx", op)
+		return nil, fmt.Errorf("%w: given a nil *postgres.Tx", driver.ErrForeignTx)
 	case tx.db != db:
-		return invalid("%s: InTx given a unit of work of another DB", op)
+		return nil, fmt.Errorf("%w: given a unit of work of another postgres DB", driver.ErrForeignTx)
 	case tx.done.Load():
-		return invalid("%s: InTx given a unit of work that has ended", op)
+		return nil, fmt.Errorf("%w: given a unit of work that has ended", driver.ErrForeignTx)
 	}
-	return nil
+	return tx, nil
 }
 
 // Pgx returns the PostgreSQL transaction, for the caller's own reads and writes
@@ -111,7 +131,8 @@ func (tx *Tx) usable(db *DB, op string) error {
 func (tx *Tx) Pgx() pgx.Tx { return tx.tx }
 
 // Tx runs fn in one transaction (READ COMMITTED) and commits it if fn returns
-// nil; otherwise (or if fn panics) it rolls back and returns fn's error.
+// nil; otherwise (or if fn panics) it rolls back and returns fn's error. After
+// a commit it runs the functions given to [Tx.OnCommit], then returns.
 //
 // An append in fn that meets a conflict or a duplicate reports it without
 // aborting the transaction; an error PostgreSQL raises itself (a value it
@@ -132,12 +153,7 @@ func (db *DB) Tx(ctx context.Context, fn func(tx *Tx) error) (err error) {
 	defer func() {
 		if !committed {
 			_ = ptx.Rollback(context.Background())
-		}
-		tx.done.Store(true)
-		db.units.remove(tx.pid, tx.xid)
-		db.events.w.park.release(tx.held...) // the appends parked behind it may go
-		if db.events.heldByUnit.Swap(false) {
-			db.events.Notify() // a read stopped short of events it held back
+			tx.end()
 		}
 	}()
 	if err := fn(tx); err != nil {
@@ -150,10 +166,26 @@ func (db *DB) Tx(ctx context.Context, fn func(tx *Tx) error) (err error) {
 		return fmt.Errorf("postgres: commit unit of work: %w", err)
 	}
 	committed = true
+	tx.end()
 	if tx.appended {
 		db.events.Notify()
 	}
+	// After end: f may append to a stream tx held.
+	for _, f := range tx.onCommit {
+		f()
+	}
 	return nil
+}
+
+// end marks tx ended, once it has committed or rolled back.
+func (tx *Tx) end() {
+	db := tx.db
+	tx.done.Store(true)
+	db.units.remove(tx.pid, tx.xid)
+	db.events.w.park.release(tx.held...) // the appends parked behind it may go
+	if db.events.heldByUnit.Swap(false) {
+		db.events.Notify() // a read stopped short of events it held back
+	}
 }
 
 // Exec runs sql in the unit of work.

@@ -12,6 +12,7 @@ import (
 
 	"github.com/recado-dev/recado"
 	"github.com/recado-dev/recado/eventstore"
+	"github.com/recado-dev/recado/eventstore/driver"
 )
 
 // readModel creates a table for the unit-of-work tests in db's schema.
@@ -37,7 +38,7 @@ func TestTxCommitsAppendAndReadModelTogether(t *testing.T) {
 	db := openTest(t, Options{})
 	table := readModel(t, db)
 	ctx := t.Context()
-	committed := db.Events().Committed()
+	committed := db.events.Committed()
 	events := testEvents("OrderPlaced", 2)
 	var res eventstore.AppendResult
 	err := db.Tx(ctx, func(tx *Tx) error {
@@ -139,7 +140,7 @@ func TestTxAfterClose(t *testing.T) {
 	if !errors.Is(err, eventstore.ErrClosed) {
 		t.Errorf("Tx after Close: %v, want ErrClosed", err)
 	}
-	if _, err := db.Events().Horizon(t.Context()); !errors.Is(err, eventstore.ErrClosed) {
+	if _, err := db.Horizon(t.Context()); !errors.Is(err, eventstore.ErrClosed) {
 		t.Errorf("Horizon after Close: %v, want ErrClosed", err)
 	}
 }
@@ -193,7 +194,6 @@ func TestOptions(t *testing.T) {
 		{Options{Schema: "x", MaxBatch: 10, Writers: 2}, true},
 		{Options{MaxBatch: -1}, false},
 		{Options{Writers: -1}, false},
-		{Options{PollInterval: -1}, false},
 		{Options{Schema: string(make([]byte, 64))}, false},
 	}
 	for _, tc := range tests {
@@ -345,8 +345,15 @@ func TestReadAllInsideTx(t *testing.T) {
 	}
 }
 
-// TestInTxRefusesOtherUnits: a unit of work of another DB, or one that has
-// ended, is refused with ErrInvalid by appends and deletes.
+// otherTx is a unit of work of some other backend.
+type otherTx struct{}
+
+func (otherTx) OnCommit(func()) {}
+
+// TestInTxRefusesOtherUnits: a unit of work of another DB (of this package
+// or another backend), or one that has ended, is refused by appends, deletes
+// and State: the driver says driver.ErrForeignTx, the store ErrInvalid, and
+// nothing is written.
 func TestInTxRefusesOtherUnits(t *testing.T) {
 	db, other := openTest(t, Options{}), openTest(t, Options{})
 	s := db.Events()
@@ -358,7 +365,7 @@ func TestInTxRefusesOtherUnits(t *testing.T) {
 	if err := db.Tx(ctx, func(tx *Tx) error { ended = tx; return nil }); err != nil {
 		t.Fatal(err)
 	}
-	check := func(what string, tx *Tx) {
+	check := func(what string, tx recado.Tx) {
 		t.Helper()
 		if _, err := s.Append(ctx, "s", testEvents("E", 1), eventstore.InTx(tx)); !errors.Is(err, eventstore.ErrInvalid) {
 			t.Errorf("Append with %s: %v, want ErrInvalid", what, err)
@@ -369,8 +376,24 @@ func TestInTxRefusesOtherUnits(t *testing.T) {
 		if err := s.Tombstone(ctx, "s", eventstore.InTx(tx)); !errors.Is(err, eventstore.ErrInvalid) {
 			t.Errorf("Tombstone with %s: %v, want ErrInvalid", what, err)
 		}
+		if _, err := s.State(ctx, "s", eventstore.InTx(tx)); !errors.Is(err, eventstore.ErrInvalid) {
+			t.Errorf("State with %s: %v, want ErrInvalid", what, err)
+		}
+		r := &driver.Request{Stream: "s", Events: testEvents("E", 1), Tx: tx}
+		if err := db.events.Append(ctx, r); !errors.Is(err, driver.ErrForeignTx) || r.Outcome != driver.Pending {
+			t.Errorf("driver Append with %s: %v, outcome %d; want ErrForeignTx, undecided", what, err, r.Outcome)
+		}
+		r = &driver.Request{Stream: "s", Tx: tx, Tombstone: true}
+		if err := db.events.Delete(ctx, r); !errors.Is(err, driver.ErrForeignTx) || r.Outcome != driver.Pending {
+			t.Errorf("driver Delete with %s: %v, outcome %d; want ErrForeignTx, undecided", what, err, r.Outcome)
+		}
+		if _, err := db.events.State(ctx, "s", tx); !errors.Is(err, driver.ErrForeignTx) {
+			t.Errorf("driver State with %s: %v, want ErrForeignTx", what, err)
+		}
 	}
 	check("a unit of work that has ended", ended)
+	check("a unit of work of another backend", otherTx{})
+	check("a nil *postgres.Tx", (*Tx)(nil))
 	err := other.Tx(ctx, func(tx *Tx) error {
 		check("a unit of work of another DB", tx)
 		return nil
@@ -380,5 +403,110 @@ func TestInTxRefusesOtherUnits(t *testing.T) {
 	}
 	if got, err := collect(s.ReadStream(ctx, "s")); err != nil || len(got) != 1 {
 		t.Errorf("stream after the refused calls: %d events, %v; want 1", len(got), err)
+	}
+	if got, err := collect(other.Events().ReadAll(ctx, recado.Position{})); err != nil || len(got) != 0 {
+		t.Errorf("the other DB's log after the refused calls: %d events, %v; want none", len(got), err)
+	}
+}
+
+// TestTxOnCommit: the functions given to OnCommit run once the unit of work
+// has committed (what it wrote is visible outside it), in order, before DB.Tx
+// returns; not when it rolls back or fn panics. One may append to a stream
+// the unit of work wrote to: its row is free by then.
+func TestTxOnCommit(t *testing.T) {
+	db := openTest(t, Options{})
+	s := db.Events()
+	ctx := t.Context()
+	var ran []string
+	err := db.Tx(ctx, func(tx *Tx) error {
+		if _, err := s.Append(ctx, "s", testEvents("E", 1), eventstore.InTx(tx)); err != nil {
+			return err
+		}
+		tx.OnCommit(func() {
+			st, err := s.State(ctx, "s") // outside the unit of work
+			ran = append(ran, fmt.Sprintf("first: version %d, %v", st.Version, err))
+		})
+		tx.OnCommit(func() {
+			_, err := s.Append(ctx, "s", testEvents("E", 1), eventstore.ExpectVersion(1))
+			ran = append(ran, fmt.Sprintf("second: %v", err))
+		})
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"first: version 1, <nil>", "second: <nil>"}
+	if fmt.Sprint(ran) != fmt.Sprint(want) {
+		t.Errorf("OnCommit functions ran as %q, want %q", ran, want)
+	}
+
+	boom := errors.New("boom")
+	rolledBack := func(fn func(tx *Tx) error) {
+		t.Helper()
+		ran = nil
+		func() {
+			defer func() { _ = recover() }()
+			_ = db.Tx(ctx, func(tx *Tx) error {
+				tx.OnCommit(func() { ran = append(ran, "ran") })
+				return fn(tx)
+			})
+		}()
+		if len(ran) != 0 {
+			t.Errorf("OnCommit function ran after a rollback")
+		}
+	}
+	rolledBack(func(*Tx) error { return boom })
+	rolledBack(func(*Tx) error { panic(boom) })
+	rolledBack(func(tx *Tx) error {
+		_, _ = tx.Exec(ctx, "SELECT 1/0") // the transaction is aborted: the commit fails
+		return nil
+	})
+}
+
+// TestStateInTx: State in a unit of work sees what the unit wrote and has
+// not committed; outside it, the committed state.
+func TestStateInTx(t *testing.T) {
+	db := openTest(t, Options{})
+	s := db.Events()
+	ctx := t.Context()
+	if _, err := s.Append(ctx, "s", testEvents("E", 2)); err != nil {
+		t.Fatal(err)
+	}
+	state := func(opts ...eventstore.AppendOption) string {
+		t.Helper()
+		st, err := s.State(ctx, "s", opts...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprintf("%+v", st)
+	}
+	committed := "{Version:2 Exists:true Deleted:false Tombstoned:false}"
+	err := db.Tx(ctx, func(tx *Tx) error {
+		if _, err := s.Append(ctx, "s", testEvents("E", 1), eventstore.InTx(tx)); err != nil {
+			return err
+		}
+		if got, want := state(eventstore.InTx(tx)), "{Version:3 Exists:true Deleted:false Tombstoned:false}"; got != want {
+			t.Errorf("State in the unit of work after an append = %s, want %s", got, want)
+		}
+		if err := s.Delete(ctx, "s", eventstore.InTx(tx)); err != nil {
+			return err
+		}
+		if got, want := state(eventstore.InTx(tx)), "{Version:3 Exists:false Deleted:true Tombstoned:false}"; got != want {
+			t.Errorf("State in the unit of work after a delete = %s, want %s", got, want)
+		}
+		if got := state(); got != committed {
+			t.Errorf("State outside the unit of work = %s, want %s", got, committed)
+		}
+		return errors.New("roll back")
+	})
+	if err == nil {
+		t.Fatal("Tx committed")
+	}
+	if got := state(); got != committed {
+		t.Errorf("State after the rollback = %s, want %s", got, committed)
+	}
+	st, err := s.State(ctx, "never")
+	if err != nil || st != (eventstore.StreamState{}) {
+		t.Errorf("State of a stream never written = %+v, %v; want the zero state", st, err)
 	}
 }

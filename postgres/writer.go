@@ -1,7 +1,6 @@
 package postgres
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -17,18 +16,18 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/recado-dev/recado"
-	"github.com/recado-dev/recado/eventstore"
+	"github.com/recado-dev/recado/eventstore/driver"
 )
 
-// An appendReq is one Append waiting for the group-commit writer.
+// An appendReq is one Append on its way through the writer (or through a
+// unit of work: then only r is set).
 type appendReq struct {
-	stream   string
-	events   []recado.Event
-	expected eventstore.ExpectedVersion
-	state    atomic.Int32 // reqQueued, then reqTaken by the writer or reqAbandoned by the caller
-	done     chan appendOutcome
-	inFlight bool // a commit carrying it was sent and its outcome is unknown (writer only)
-	size     int  // its bytes on the wire, at most (writer only; see measure)
+	r        *driver.Request // &own in a group commit; the caller's in a unit of work
+	own      driver.Request  // the writer's copy of the caller's request
+	state    atomic.Int32    // reqQueued, then reqTaken by the writer or reqAbandoned by the caller
+	done     chan error      // nil: r is decided and, if Written, committed
+	inFlight bool            // a commit that would have written it was sent, and its outcome is unknown (writer only)
+	size     int             // its bytes on the wire, at most (writer only; see measure)
 }
 
 const (
@@ -37,11 +36,6 @@ const (
 	reqAbandoned
 )
 
-type appendOutcome struct {
-	res eventstore.AppendResult
-	err error
-}
-
 // writer commits the appends of one DB in groups: while one transaction
 // commits, the appends arriving queue up, and the next transaction takes them
 // all. Several loops (Options.Writers) take groups from one queue, so that one
@@ -49,7 +43,7 @@ type appendOutcome struct {
 // stream whose row another transaction holds wait in the park lane, so they
 // hold up neither their group nor the writers.
 type writer struct {
-	e    *EventStore
+	e    *eventDriver
 	reqs chan *appendReq // unbuffered: a sent request is the writer's
 	stop chan struct{}
 	park parkLane
@@ -97,7 +91,7 @@ func (w *writer) loop() {
 			}
 		}
 		batch = append(batch[:0], first)
-		n, size := len(first.events), measure(first)
+		n, size := len(first.r.Events), measure(first)
 		// Take every append waiting, up to MaxBatch events and MaxBatchBytes.
 		// Appenders whose previous append the last commit just answered may
 		// be a scheduling slice away: give them up to two chances to arrive,
@@ -105,7 +99,7 @@ func (w *writer) loop() {
 		for idle := 0; idle < 2 && carry == nil; {
 			select {
 			case r := <-w.reqs:
-				if n+len(r.events) > opts.MaxBatch || size+measure(r) > opts.MaxBatchBytes {
+				if n+len(r.r.Events) > opts.MaxBatch || size+measure(r) > opts.MaxBatchBytes {
 					select {
 					case w.reqs <- r: // to a writer that is waiting
 					default:
@@ -114,7 +108,7 @@ func (w *writer) loop() {
 					continue
 				}
 				batch = append(batch, r)
-				n, size = n+len(r.events), size+r.size
+				n, size = n+len(r.r.Events), size+r.size
 				idle = 0
 			default:
 				if len(batch) >= last {
@@ -147,14 +141,14 @@ func measure(r *appendReq) int {
 		return r.size
 	}
 	n := 0
-	for i := range r.events {
-		e := &r.events[i]
+	for i := range r.r.Events {
+		e := &r.r.Events[i]
 		m := &e.Metadata
 		meta := len(m.CorrelationID) + len(m.CausationID) + len(m.IdempotencyKey) + len(m.TraceParent) + len(m.TraceState)
 		for k, v := range m.Fields {
 			meta += len(k) + len(v) + 6
 		}
-		n += len(e.Data) + len(e.ID) + len(e.Type) + len(r.stream) + 6*meta + 200
+		n += len(e.Data) + len(e.ID) + len(e.Type) + len(r.r.Stream) + 6*meta + 200
 	}
 	r.size = n
 	return n
@@ -166,8 +160,8 @@ func (w *writer) refuse(r *appendReq) bool {
 	if r.size <= maxMessageBytes-1<<20 {
 		return false
 	}
-	r.done <- appendOutcome{err: fmt.Errorf("postgres: append to %q: %w: its %d events take up to %d bytes, "+
-		"more than one PostgreSQL message can carry (1 GiB)", r.stream, eventstore.ErrInvalid, len(r.events), r.size)}
+	r.done <- fmt.Errorf("%w: its %d events take up to %d bytes, more than one PostgreSQL message can carry (1 GiB)",
+		driver.ErrInvalid, len(r.r.Events), r.size)
 	return true
 }
 
@@ -209,14 +203,10 @@ func (w *writer) split(reqs []*appendReq, buf *batchBuf) {
 func (w *writer) attempts(reqs []*appendReq, buf *batchBuf) error {
 	lost := 0 // attempts that failed for a lost connection
 	for attempt := 1; ; attempt++ {
-		outcomes, sent, err := w.e.execute(w.e.db.ctx, nil, reqs, buf, attempt > 1)
+		sent, err := w.e.execute(w.e.db.ctx, nil, reqs, buf, attempt > 1)
 		if err == nil {
-			for i, r := range reqs {
-				o := outcomes[i]
-				if r.inFlight && o.err == nil && o.res.Duplicate {
-					o.res.Duplicate = false // stored by this very append's earlier attempt
-				}
-				r.done <- o
+			for _, r := range reqs {
+				r.done <- nil
 			}
 			w.e.Notify()
 			return nil
@@ -224,8 +214,8 @@ func (w *writer) attempts(reqs []*appendReq, buf *batchBuf) error {
 		if sent {
 			// Only the appends the lost commit would have written are in
 			// flight: one it found already stored stays a duplicate.
-			for i, r := range reqs {
-				if outcomes == nil || outcomes[i].err == nil && !outcomes[i].res.Duplicate {
+			for _, r := range reqs {
+				if r.r.Outcome == driver.Written {
 					r.inFlight = true
 				}
 			}
@@ -258,11 +248,11 @@ func (w *writer) fail(reqs []*appendReq, err error) {
 	for _, r := range reqs {
 		switch {
 		case r.inFlight:
-			r.done <- appendOutcome{err: eventstore.UnknownOutcome(r.stream, err)}
+			r.done <- fmt.Errorf("%w: %w", driver.ErrUnknownOutcome, err)
 		case closed:
-			r.done <- appendOutcome{err: fmt.Errorf("postgres: append to %q: %w (%w)", r.stream, eventstore.ErrClosed, err)}
+			r.done <- fmt.Errorf("%w (%w)", driver.ErrClosed, err)
 		default:
-			r.done <- appendOutcome{err: fmt.Errorf("postgres: append to %q: %w", r.stream, err)}
+			r.done <- fmt.Errorf("postgres: group commit: %w", err)
 		}
 	}
 }
@@ -285,7 +275,7 @@ func (w *writer) isolateLocked(reqs []*appendReq, buf *batchBuf, err error) {
 	}
 	var rest []*appendReq
 	for _, r := range reqs {
-		if held[r.stream] {
+		if held[r.r.Stream] {
 			w.park.add(r)
 		} else {
 			rest = append(rest, r)
@@ -304,7 +294,7 @@ func (w *writer) isolateLocked(reqs []*appendReq, buf *batchBuf, err error) {
 
 func oneStream(reqs []*appendReq) bool {
 	for _, r := range reqs[1:] {
-		if r.stream != reqs[0].stream {
+		if r.r.Stream != reqs[0].r.Stream {
 			return false
 		}
 	}
@@ -314,10 +304,10 @@ func oneStream(reqs []*appendReq) bool {
 // heldStreams finds which of the streams of reqs have rows that another
 // transaction holds locked, without waiting for any: in a transaction that is
 // rolled back, it locks the rows it can and reports the others.
-func (e *EventStore) heldStreams(ctx context.Context, reqs []*appendReq) (map[string]bool, error) {
+func (e *eventDriver) heldStreams(ctx context.Context, reqs []*appendReq) (map[string]bool, error) {
 	streams := make([]string, 0, len(reqs))
 	for _, r := range reqs {
-		streams = append(streams, r.stream)
+		streams = append(streams, r.r.Stream)
 	}
 	held := map[string]bool{}
 	b := &pgx.Batch{}
@@ -339,9 +329,11 @@ func (e *EventStore) heldStreams(ctx context.Context, reqs []*appendReq) (map[st
 	return held, nil
 }
 
-// errNeedIDs ends a first attempt that found an append's first event ID
-// stored: whether the append is a retry is decided event by event, so the
-// group is run again with every ID looked up.
+// errNeedIDs ends a first attempt whose decision about an append of several
+// events depends on IDs it did not look up: its first event ID is stored
+// (whether it is a retry is decided event by event), or it was refused for
+// its version or a tombstone (a stored later ID, a duplicate ID, comes
+// first). The group is run again with every ID looked up.
 var errNeedIDs = errors.New("postgres: group commit: an append may be a retry; looking up all its IDs")
 
 // idTaken reports whether err is the unique index on event IDs refusing an
@@ -378,7 +370,7 @@ func tooLargeToSend(err error) bool {
 
 // retryable reports whether a failed group commit may succeed if run again.
 func retryable(err error) bool {
-	if errors.Is(err, eventstore.ErrClosed) || errors.Is(err, context.Canceled) || tooLargeToSend(err) {
+	if errors.Is(err, driver.ErrClosed) || errors.Is(err, context.Canceled) || tooLargeToSend(err) {
 		return false
 	}
 	var pgErr *pgconn.PgError
@@ -468,12 +460,9 @@ type streamRow struct {
 	oldVersion, oldDeleted int64
 }
 
-type storedEvent struct {
-	stream  string
-	version uint64
-	typ     string
-	data    []byte
-	pos     recado.Position
+// state is the row's state, as the driver contract sees it.
+func (r *streamRow) state() driver.State {
+	return driver.State{Version: r.version, Start: r.deleted, Tombstoned: r.tombstoned}
 }
 
 // execute decides and writes reqs. With tx nil it runs its own transaction on
@@ -481,10 +470,10 @@ type storedEvent struct {
 // caller's unit of work, and leaves the commit to it. With lock it locks the
 // stream rows before reading them; without, it reads them plainly and the
 // write fails (to be retried with lock) if one changed meanwhile. sent reports
-// that a commit was sent, so the outcome of a failure is unknown; out is what
-// the attempt decided for each append, also when the write failed (nil when
-// it failed before deciding).
-func (e *EventStore) execute(ctx context.Context, unit *Tx, reqs []*appendReq, buf *batchBuf, lock bool) (out []appendOutcome, sent bool, err error) {
+// that a commit was sent, so the outcome of a failure is unknown. Each
+// request holds what the attempt decided for it, also when the write failed
+// (when sent is true, it was decided).
+func (e *eventDriver) execute(ctx context.Context, unit *Tx, reqs []*appendReq, buf *batchBuf, lock bool) (sent bool, err error) {
 	var conn sender
 	if unit != nil {
 		conn = unit.tx
@@ -492,9 +481,9 @@ func (e *EventStore) execute(ctx context.Context, unit *Tx, reqs []*appendReq, b
 		c, aerr := e.db.pool.Acquire(ctx)
 		if aerr != nil {
 			if e.db.closed.Load() {
-				return nil, false, e.db.errClosed("append")
+				return false, errClosed()
 			}
-			return nil, false, aerr
+			return false, aerr
 		}
 		// err is the function's result: a failed commit leaves its
 		// transaction open (or aborted) until release rolls it back.
@@ -510,15 +499,15 @@ func (e *EventStore) execute(ctx context.Context, unit *Tx, reqs []*appendReq, b
 	own := unit == nil
 	st, err := e.readState(ctx, conn, own, reqs, lock, allIDs)
 	if err != nil {
-		return nil, false, err
+		return false, err
 	}
 	if !own {
 		unit.setXID(st.xid)
 	}
 	if !allIDs {
 		for _, r := range reqs {
-			if _, ok := st.stored[r.events[0].ID]; ok && len(r.events) > 1 {
-				return nil, false, errNeedIDs // a retry to check event by event
+			if _, ok := st.stored[r.r.Events[0].ID]; ok && len(r.r.Events) > 1 {
+				return false, errNeedIDs // a retry to check event by event
 			}
 		}
 	}
@@ -526,12 +515,27 @@ func (e *EventStore) execute(ctx context.Context, unit *Tx, reqs []*appendReq, b
 		h(conn.(*pgx.Conn))
 	}
 	buf.reset()
-	out = e.decide(reqs, st.rows, st.stored, st.xid, st.seqs, buf)
+	e.decide(reqs, st, buf)
+	if !allIDs && refusedPartly(reqs) {
+		return false, errNeedIDs
+	}
 	sent, err = e.write(ctx, conn, own, st, buf, lock)
 	if h := e.hooks.afterCommit; h != nil && err == nil && own {
 		err = h(len(reqs))
 	}
-	return out, sent, err
+	return sent, err
+}
+
+// refusedPartly reports whether an append of several events, decided with
+// only its first ID looked up, was refused for its version or a tombstone:
+// with every ID looked up it may be a duplicate ID instead.
+func refusedPartly(reqs []*appendReq) bool {
+	for _, r := range reqs {
+		if o := r.r.Outcome; len(r.r.Events) > 1 && (o == driver.Conflict || o == driver.Deleted) {
+			return true
+		}
+	}
+	return false
 }
 
 // sender is a connection or a transaction: what a pipeline is sent on.
@@ -555,36 +559,36 @@ func release(c *pgxpool.Conn, healthy bool) {
 
 // batchState is what the first round trip of a commit learns.
 type batchState struct {
-	rows     map[string]*streamRow  // by stream: as read (a zero row if none)
-	stored   map[string]storedEvent // by ID: the batch's events already stored
-	xid      int64                  // the transaction's id
-	seqs     []int64                // sequence numbers, one per event, increasing
-	planMode string                 // plan_cache_mode to restore
+	rows     map[string]*streamRow    // by stream: as read (a zero row if none)
+	stored   map[string]driver.Stored // by ID: the batch's events already stored
+	xid      int64                    // the transaction's id
+	seqs     []int64                  // sequence numbers, one per event, increasing
+	planMode string                   // plan_cache_mode to restore
 }
 
 // readState is the first round trip: it begins the transaction (if own),
 // reads (or locks) the streams' rows, finds which of the appends' IDs (all,
 // or each append's first) are already stored, and takes
 // the transaction id and blocks of sequence numbers, pipelined.
-func (e *EventStore) readState(ctx context.Context, conn sender, own bool, reqs []*appendReq, lock, allIDs bool) (*batchState, error) {
+func (e *eventDriver) readState(ctx context.Context, conn sender, own bool, reqs []*appendReq, lock, allIDs bool) (*batchState, error) {
 	q := &e.db.q
 	var streams, ids []string
 	total := 0
 	for _, r := range reqs {
-		streams = append(streams, r.stream)
+		streams = append(streams, r.r.Stream)
 		if allIDs {
-			for i := range r.events {
-				ids = append(ids, r.events[i].ID)
+			for i := range r.r.Events {
+				ids = append(ids, r.r.Events[i].ID)
 			}
 		} else {
-			ids = append(ids, r.events[0].ID)
+			ids = append(ids, r.r.Events[0].ID)
 		}
-		total += len(r.events)
+		total += len(r.r.Events)
 	}
 	slices.Sort(streams)
 	streams = slices.Compact(streams)
 
-	st := &batchState{rows: make(map[string]*streamRow, len(streams)), stored: make(map[string]storedEvent)}
+	st := &batchState{rows: make(map[string]*streamRow, len(streams)), stored: make(map[string]driver.Stored)}
 	var blocks []int64
 	b := &pgx.Batch{}
 	// Plan the lookups and the stream update for their arguments. A generic
@@ -654,17 +658,16 @@ func scanStreamRows(rs pgx.Rows, rows map[string]*streamRow) error {
 	return rs.Err()
 }
 
-func scanStored(rs pgx.Rows, stored map[string]storedEvent) error {
+func scanStored(rs pgx.Rows, stored map[string]driver.Stored) error {
 	for rs.Next() {
-		var id string
-		var s storedEvent
+		var s driver.Stored
 		var version, major, seq int64
-		if err := rs.Scan(&id, &s.stream, &version, &s.typ, &s.data, &major, &seq); err != nil {
+		if err := rs.Scan(&s.ID, &s.Stream, &version, &s.Type, &s.Data, &major, &seq); err != nil {
 			return err
 		}
-		s.version = uint64(version)
-		s.pos = recado.NewPosition(uint64(major), uint64(seq))
-		stored[id] = s
+		s.Version = uint64(version)
+		s.Position = recado.NewPosition(uint64(major), uint64(seq))
+		stored[s.ID] = s
 	}
 	return rs.Err()
 }
@@ -673,7 +676,7 @@ func scanStored(rs pgx.Rows, stored map[string]storedEvent) error {
 // stream rows they change, and commits (if own), pipelined. sent reports that
 // a commit was sent and may have happened, so that the outcome of a failure is
 // unknown.
-func (e *EventStore) write(ctx context.Context, conn sender, own bool, st *batchState, buf *batchBuf, lock bool) (sent bool, err error) {
+func (e *eventDriver) write(ctx context.Context, conn sender, own bool, st *batchState, buf *batchBuf, lock bool) (sent bool, err error) {
 	if !own {
 		return false, e.writeInTx(ctx, conn, st, buf)
 	}
@@ -721,7 +724,7 @@ func (e *EventStore) write(ctx context.Context, conn sender, own bool, st *batch
 // an event ID another transaction stored after the lookup: the insert skips
 // such an ID, the stream rows are updated only if every event was inserted,
 // and otherwise the append is undone and decided again (errRaced).
-func (e *EventStore) writeInTx(ctx context.Context, conn sender, st *batchState, buf *batchBuf) error {
+func (e *eventDriver) writeInTx(ctx context.Context, conn sender, st *batchState, buf *batchBuf) error {
 	q := &e.db.q
 	b := &pgx.Batch{}
 	b.Queue(q.restorePlans, st.planMode)
@@ -748,7 +751,7 @@ var errRaced = errors.New("postgres: append in a unit of work: an event ID was s
 // undoInTx deletes the events an append in a unit of work inserted before it
 // met an ID stored meanwhile (its stream rows were left as they were), and
 // returns errRaced.
-func (e *EventStore) undoInTx(ctx context.Context, conn sender, took []string) error {
+func (e *eventDriver) undoInTx(ctx context.Context, conn sender, took []string) error {
 	if len(took) > 0 {
 		b := &pgx.Batch{}
 		b.Queue(e.db.q.deleteEvents, took)
@@ -782,7 +785,7 @@ func mayHaveCommitted(err error, inserted bool) bool {
 // queueCAS queues the updates of the stream rows read without locks: new rows
 // are inserted (a unique violation if another writer created one meanwhile),
 // existing ones updated only if unchanged.
-func (e *EventStore) queueCAS(b *pgx.Batch, rows map[string]*streamRow, buf *batchBuf) {
+func (e *eventDriver) queueCAS(b *pgx.Batch, rows map[string]*streamRow, buf *batchBuf) {
 	var newNames, oldNames []string
 	var newVersions, newMajors, versions, majors, oldVersions, oldDeleted []int64
 	// In stream order, as the locking path does, so that no two commits
@@ -812,121 +815,75 @@ func (e *EventStore) queueCAS(b *pgx.Batch, rows map[string]*streamRow, buf *bat
 	}
 }
 
-// decide checks every request against the locked stream rows and the stored
-// IDs, in order, and fills buf with the events of those that pass.
-func (e *EventStore) decide(reqs []*appendReq, rows map[string]*streamRow, stored map[string]storedEvent,
-	xid int64, seqs []int64, buf *batchBuf) []appendOutcome {
-	out := make([]appendOutcome, len(reqs))
-	now := time.Now().UTC().Truncate(time.Microsecond)
+// decide decides every request in order with [driver.Request.Decide], each
+// on the state of its stream's row (as read, then as the requests before it
+// in the group leave it) and the stored events with its IDs (looked up, and
+// those the requests before it write), and fills buf with the events of those
+// written. It sets each written event's Stream, Version and Position, and the
+// request's positions.
+func (e *eventDriver) decide(reqs []*appendReq, st *batchState, buf *batchBuf) {
 	next := 0
-	for i, r := range reqs {
-		if _, ok := stored[r.events[0].ID]; ok {
-			out[i] = matchStored(r, stored)
-			continue
-		}
-		if err := storedLater(r, stored); err != nil {
-			out[i].err = err
-			continue
-		}
-		st := rows[r.stream]
-		if st.tombstoned {
-			out[i].err = fmt.Errorf("postgres: append to %q: %w", r.stream, eventstore.ErrStreamDeleted)
-			continue
-		}
-		if err := r.expected.Check(r.stream, st.version, st.version > st.deleted); err != nil {
-			out[i].err = err
-			continue
-		}
-		major := max(xid, st.major)
-		for j := range r.events {
-			ev := &r.events[j]
-			version := st.version + 1 + uint64(j)
-			seq := seqs[next]
-			next++
-			t := now
-			if !ev.Time.IsZero() {
-				t = ev.Time
+	var found []driver.Stored
+	for _, a := range reqs {
+		r := a.r
+		found = found[:0]
+		for j := range r.Events {
+			if s, ok := st.stored[r.Events[j].ID]; ok {
+				found = append(found, s)
 			}
+		}
+		if len(found) == 0 {
+			found = nil
+		}
+		row := st.rows[r.Stream]
+		if !r.Decide(row.state(), found) {
+			if r.Outcome == driver.Duplicate && a.inFlight {
+				// Stored by this very append's earlier attempt, whose commit
+				// was lost: it is written, not a retry.
+				r.Outcome = driver.Written
+				for j := range r.Events {
+					ev, s := &r.Events[j], st.stored[r.Events[j].ID]
+					ev.Stream, ev.Version, ev.Position = r.Stream, s.Version, s.Position
+				}
+			}
+			continue
+		}
+		major := max(st.xid, row.major)
+		for j := range r.Events {
+			ev := &r.Events[j]
+			version := r.FirstVersion + uint64(j)
+			seq := st.seqs[next]
+			next++
 			data := ev.Data
 			if data == nil {
-				data = []byte{}
+				data = []byte{} // the column is NOT NULL
 			}
 			buf.majors = append(buf.majors, major)
 			buf.seqs = append(buf.seqs, seq)
 			buf.ids = append(buf.ids, ev.ID)
-			buf.streams = append(buf.streams, r.stream)
+			buf.streams = append(buf.streams, r.Stream)
 			buf.versions = append(buf.versions, int64(version))
 			buf.types = append(buf.types, ev.Type)
 			buf.data = append(buf.data, data)
 			buf.metaBuf = ev.Metadata.AppendJSON(buf.metaBuf)
 			buf.metaEnds = append(buf.metaEnds, len(buf.metaBuf))
-			buf.times = append(buf.times, t)
-			pos := recado.NewPosition(uint64(major), uint64(seq))
-			stored[ev.ID] = storedEvent{stream: r.stream, version: version, typ: ev.Type, data: data, pos: pos}
-			if j == 0 {
-				out[i].res.FirstVersion, out[i].res.FirstPosition = version, pos
-			}
-			out[i].res.LastVersion, out[i].res.LastPosition = version, pos
+			buf.times = append(buf.times, ev.Time)
+			ev.Stream, ev.Version, ev.Position = r.Stream, version, recado.NewPosition(uint64(major), uint64(seq))
+			st.stored[ev.ID] = driver.Stored{ID: ev.ID, Stream: r.Stream, Version: version, Position: ev.Position, Type: ev.Type, Data: data}
 		}
-		st.version += uint64(len(r.events))
-		st.major = major
-		if !st.dirty {
-			st.dirty = true
-			buf.uStreams = append(buf.uStreams, r.stream)
+		r.FirstPosition, r.LastPosition = r.Events[0].Position, r.Events[len(r.Events)-1].Position
+		row.version = r.LastVersion
+		row.major = major
+		if !row.dirty {
+			row.dirty = true
+			buf.uStreams = append(buf.uStreams, r.Stream)
 		}
 	}
 	for _, s := range buf.uStreams {
-		st := rows[s]
-		buf.uVersions = append(buf.uVersions, int64(st.version))
-		buf.uMajor = append(buf.uMajor, st.major)
+		row := st.rows[s]
+		buf.uVersions = append(buf.uVersions, int64(row.version))
+		buf.uMajor = append(buf.uMajor, row.major)
 	}
-	return out
-}
-
-// matchStored handles an append whose first event ID is stored: a retry when
-// every event matches the stored one, a *DuplicateIDError otherwise.
-func matchStored(r *appendReq, stored map[string]storedEvent) appendOutcome {
-	first := stored[r.events[0].ID]
-	for j := range r.events {
-		ev := &r.events[j]
-		s, ok := stored[ev.ID]
-		want := first.version + uint64(j)
-		var reason string
-		switch {
-		case !ok:
-			return appendOutcome{err: &eventstore.DuplicateIDError{ID: r.events[0].ID, Stream: first.stream,
-				Reason: fmt.Sprintf("event %d of the append (%s) was not stored with it", j, ev.ID)}}
-		case s.stream != r.stream:
-			reason = fmt.Sprintf("stored in stream %q, appended to %q", s.stream, r.stream)
-		case s.version != want:
-			reason = fmt.Sprintf("stored at version %d, expected %d for event %d of the append", s.version, want, j)
-		case s.typ != ev.Type:
-			reason = fmt.Sprintf("stored with type %q, appended with %q", s.typ, ev.Type)
-		case !bytes.Equal(s.data, ev.Data):
-			reason = "stored with other data"
-		}
-		if reason != "" {
-			return appendOutcome{err: &eventstore.DuplicateIDError{ID: ev.ID, Stream: s.stream, Reason: reason}}
-		}
-	}
-	last := stored[r.events[len(r.events)-1].ID]
-	return appendOutcome{res: eventstore.AppendResult{
-		FirstVersion: first.version, LastVersion: last.version,
-		FirstPosition: first.pos, LastPosition: last.pos,
-		Duplicate: true,
-	}}
-}
-
-// storedLater reports an append whose first event is new but a later one is
-// stored.
-func storedLater(r *appendReq, stored map[string]storedEvent) error {
-	for j := 1; j < len(r.events); j++ {
-		if s, ok := stored[r.events[j].ID]; ok {
-			return &eventstore.DuplicateIDError{ID: r.events[j].ID, Stream: s.stream,
-				Reason: fmt.Sprintf("event %d of the append is stored but event 0 (%s) is not", j, r.events[0].ID)}
-		}
-	}
-	return nil
 }
 
 // clampInt64 maps a position or version part beyond the int64 range (never

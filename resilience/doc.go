@@ -85,6 +85,16 @@
 // subpackage problem, which depends on nothing here so every HTTP adapter
 // of recado can use it alone.
 //
+// # Recoverability
+//
+// Four subpackages keep what a failure must not lose, each a contract that
+// every storage backend (memory, SQLite, PostgreSQL) implements and joins
+// to its unit of work: deadletter (messages that kept failing, with replay
+// in order and an operators' HTTP handler), idempotency (idempotency keys,
+// and HTTP middleware for the Idempotency-Key header), inbox (the
+// idempotent consumer) and lease (named, expiring leases with fencing
+// tokens). docs/recoverability.md shows how they fit with retry.
+//
 // # Zero values
 //
 // The zero Breaker, Retry, Bulkhead, RetryBudget, Transport and Pipeline

@@ -20,7 +20,7 @@ import (
 // rows through the driver alone, and the disk's flush rate). See that file for
 // the command.
 
-func BenchmarkStore(b *testing.B) { eventstoretest.Bench(b, newStore) }
+func BenchmarkStore(b *testing.B) { eventstoretest.Bench(b, newBackend) }
 
 // BenchmarkFsync: append 4 KiB to a file in the directory the benchmarks' DBs
 // live in, and fsync it: the disk's flush rate, which a durable commit pays.

@@ -3,24 +3,20 @@ package sqlite
 import (
 	"testing"
 
-	"github.com/recado-dev/recado/eventstore"
 	"github.com/recado-dev/recado/eventstore/eventstoretest"
 )
 
-// closingStore lets the conformance suite close the DB through its store, so
-// the suite's Close checks run against SQLite too.
-type closingStore struct {
-	*EventStore
-	db *DB
-}
-
-func (s closingStore) Close() error { return s.db.Close() }
-
-// newStore is the conformance suite's factory: a fresh file per store, with
-// the default (durable) options.
-func newStore(tb testing.TB) eventstore.Store {
+// newBackend is the conformance suite's factory: a fresh file per backend,
+// with the default (durable) options. The suite may close the DB itself
+// (Close is safe twice).
+func newBackend(tb testing.TB) eventstoretest.Backend {
 	db := openTest(tb, Options{})
-	return closingStore{db.Events(), db}
+	return eventstoretest.Backend{
+		Store:    db.Events(),
+		Close:    db.Close,
+		Tx:       eventstoretest.UnitOfWork(db),
+		Features: eventstoretest.Features{Delete: true, UnitOfWork: true, Close: true, LeakCheck: true},
+	}
 }
 
-func TestConformance(t *testing.T) { eventstoretest.Run(t, newStore) }
+func TestConformance(t *testing.T) { eventstoretest.Run(t, newBackend) }

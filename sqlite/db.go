@@ -16,6 +16,7 @@ import (
 	"github.com/ncruces/go-sqlite3"
 
 	"github.com/recado-dev/recado/eventstore"
+	"github.com/recado-dev/recado/eventstore/driver"
 )
 
 // Durability says when a commit is safe.
@@ -149,9 +150,10 @@ type DB struct {
 
 	waiting atomic.Int64 // appends sent and not yet taken or given up, for tests
 
-	signal eventstore.Signal
+	signal driver.Signal
 	stats  struct{ commits, appends, events, txs atomic.Uint64 }
-	events *EventStore
+	events *eventDriver      // the event store's driver
+	store  *eventstore.Store // the front over it
 }
 
 // Memory is the path that opens a private, throwaway database (for tests,
@@ -189,7 +191,8 @@ func Open(path string, opts Options) (*DB, error) {
 		db.removeTemp()
 		return nil, err
 	}
-	db.events = &EventStore{db: db}
+	db.events = &eventDriver{db: db}
+	db.store = eventstore.New(db.events)
 	go db.writer()
 	return db, nil
 }
@@ -328,7 +331,7 @@ func (db *DB) closeConns() error {
 }
 
 // Close stops the writer and closes the file. Appends waiting in the queue
-// fail with an error wrapping [eventstore.ErrClosed]; a group commit already
+// fail with ErrClosed (of package eventstore); a group commit already
 // under way finishes first, and so does a running [DB.Tx]. Subscriptions
 // waiting for events end at once with ErrClosed. Close is safe to call more
 // than once; later calls return nil.
@@ -352,7 +355,7 @@ func (db *DB) Close() error {
 }
 
 // Events returns the event store kept in this file.
-func (db *DB) Events() *EventStore { return db.events }
+func (db *DB) Events() *eventstore.Store { return db.store }
 
 // Path returns the file's path as given to Open ([Memory] for a throwaway
 // database).
@@ -380,10 +383,6 @@ func (db *DB) Stats() Stats {
 	}
 }
 
-func (db *DB) closedErr() error {
-	return fmt.Errorf("sqlite %s: %w", db.path, eventstore.ErrClosed)
-}
-
 func (db *DB) isClosing() bool {
 	select {
 	case <-db.closing:
@@ -396,7 +395,7 @@ func (db *DB) isClosing() bool {
 // lockWrite takes the writer connection, waiting for ctx.
 func (db *DB) lockWrite(ctx context.Context) error {
 	if db.isClosing() {
-		return db.closedErr()
+		return driver.ErrClosed
 	}
 	if err := ctx.Err(); err != nil {
 		return err
@@ -406,11 +405,11 @@ func (db *DB) lockWrite(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-db.closing:
-		return db.closedErr()
+		return driver.ErrClosed
 	}
 	if db.isClosing() { // Close may have begun while we waited
 		<-db.writeLock
-		return db.closedErr()
+		return driver.ErrClosed
 	}
 	return nil
 }

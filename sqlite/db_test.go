@@ -233,7 +233,7 @@ func events(typ string, n int) []recado.Event {
 	return es
 }
 
-func readStream(tb testing.TB, s eventstore.Store, stream string) []recado.Event {
+func readStream(tb testing.TB, s *eventstore.Store, stream string) []recado.Event {
 	tb.Helper()
 	var out []recado.Event
 	for e, err := range s.ReadStream(context.Background(), stream) {
@@ -245,7 +245,7 @@ func readStream(tb testing.TB, s eventstore.Store, stream string) []recado.Event
 	return out
 }
 
-func readAll(tb testing.TB, s eventstore.Store) []recado.Event {
+func readAll(tb testing.TB, s *eventstore.Store) []recado.Event {
 	tb.Helper()
 	var out []recado.Event
 	for e, err := range s.ReadAll(context.Background(), recado.Position{}) {

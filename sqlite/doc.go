@@ -2,9 +2,13 @@
 // default, pure Go (no cgo).
 //
 // [Open] returns a [DB], the owner of the file: its connections, its schema and
-// its single writer. [DB.Events] is the event store in it; the stores added
-// later (checkpoints, dead letters, ...) are further parts of the same DB and
-// share its file, its writer and its unit of work.
+// its single writer. [DB.Events] is the event store in it, an
+// *eventstore.Store over this package's driver (package eventstore/driver):
+// the Store validates, copies and reports errors as on every backend, and the
+// driver stores, reads and decides each request with the contract's rules
+// inside its own transaction. The stores added later (checkpoints, dead
+// letters, ...) are further parts of the same DB and share its file, its
+// writer and its unit of work.
 //
 // # One writer, group commit
 //
@@ -12,12 +16,14 @@
 // beside the one writer connection and never block it. SQLite allows one writer
 // at a time anyway, so the DB keeps exactly one and feeds it through a queue. A
 // single goroutine takes every append waiting in the queue (up to
-// Options.MaxBatch), runs each one's idempotency check, expected-version check
-// and inserts inside one transaction, commits once, and answers each caller with
-// its own result: an append that conflicts fails alone, and appends to the same
-// stream in one batch see each other in queue order. One commit (one fsync)
-// thus serves many appends, which is how concurrent appenders outrun the disk's
-// flush rate. [DB.Stats] counts commits and appends.
+// Options.MaxBatch) and, inside one transaction, decides each in queue order
+// (a retry, a reused ID, a tombstoned stream, the expected version) on the
+// state the appends before it left, and inserts the ones that go ahead; it
+// commits once and answers each caller with its own result: an append that
+// conflicts fails alone, and appends to the same stream in one batch see each
+// other in queue order. One commit (one fsync) thus serves many appends, which
+// is how concurrent appenders outrun the disk's flush rate. [DB.Stats] counts
+// commits and appends.
 //
 // Because one writer assigns the global positions (the table's rowid) in commit
 // order, the global log has no gaps and a reader that resumes after the last
@@ -48,7 +54,8 @@
 // pass the [Tx] to the stores (eventstore.InTx(tx)) and use it for your own
 // tables (read models, outbox rows). Everything commits together, or nothing
 // does, and subscribers hear of the events once it commits. An append in a Tx
-// skips group commit: the Tx's commit is the commit. While a Tx runs it holds
+// skips group commit: the Tx's commit is the commit. A *DB is a
+// recado.UnitOfWork[*Tx], for code that should not import this package. While a Tx runs it holds
 // the writer, so keep it short: never across a network call. Some errors end
 // the transaction inside SQLite (an interrupted write, disk full, I/O errors):
 // after one, every call of the Tx fails with [ErrTxAborted] and nothing

@@ -11,133 +11,107 @@ import (
 	"github.com/ncruces/go-sqlite3"
 
 	"github.com/recado-dev/recado"
-	"github.com/recado-dev/recado/eventstore"
+	"github.com/recado-dev/recado/eventstore/driver"
 )
 
-// EventStore is the event store kept in a [DB]'s file. It implements
-// [eventstore.Store], [eventstore.Notifier], [eventstore.Subscriber] and
-// [eventstore.Deleter].
-type EventStore struct {
-	db *DB
+// eventDriver is the event store kept in a [DB]'s file, as the
+// [driver.Driver] under the front that [DB.Events] returns. The front
+// validates, copies and reports errors; the driver decides each request with
+// [driver.Request.Decide] or DecideDelete inside the writer's transaction,
+// stores it in a group commit or in the caller's [Tx], and reads.
+type eventDriver struct{ db *DB }
+
+var _ driver.Driver = (*eventDriver)(nil)
+
+// Append implements [driver.Driver]: in the next group commit, or in r.Tx.
+func (d *eventDriver) Append(ctx context.Context, r *driver.Request) error {
+	if d.db.isClosing() {
+		return driver.ErrClosed
+	}
+	if r.Tx != nil {
+		return d.db.appendInTx(ctx, r)
+	}
+	return d.db.groupAppend(ctx, r)
 }
 
-var (
-	_ eventstore.Store      = (*EventStore)(nil)
-	_ eventstore.Notifier   = (*EventStore)(nil)
-	_ eventstore.Subscriber = (*EventStore)(nil)
-	_ eventstore.Deleter    = (*EventStore)(nil)
-)
-
-// Append implements [eventstore.Store]. Without [eventstore.InTx] the append
-// joins the next group commit; with it, it joins the caller's [Tx].
-func (s *EventStore) Append(ctx context.Context, stream string, events []recado.Event, opts ...eventstore.AppendOption) (eventstore.AppendResult, error) {
-	o := eventstore.NewAppendOptions(opts...)
-	if s.db.isClosing() {
-		return eventstore.AppendResult{}, s.db.closedErr()
+// Delete implements [driver.Driver]: in a transaction of its own (not a group
+// commit: deletes are rare), or in r.Tx.
+func (d *eventDriver) Delete(ctx context.Context, r *driver.Request) error {
+	if d.db.isClosing() {
+		return driver.ErrClosed
 	}
-	if err := eventstore.ValidateAppend(stream, events, o); err != nil {
-		return eventstore.AppendResult{}, err
+	del := func(tx *Tx) error {
+		return tx.run(func() error {
+			return d.db.onWriter(func(w *writeStmts) error { return w.delete(r) })
+		})
 	}
-	for i := range events {
-		if t := events[i].Time; !t.IsZero() && (t.UTC().Year() < minYear || t.UTC().Year() > maxYear) {
-			return eventstore.AppendResult{}, fmt.Errorf("%w: append to %q: event %d (%s): time %v is outside the years %d to %d (UTC)",
-				eventstore.ErrInvalid, stream, i, events[i].ID, t, minYear, maxYear)
+	var err error
+	if r.Tx != nil {
+		var tx *Tx
+		if tx, err = d.db.ownTx(r.Tx); err == nil {
+			if err = ctx.Err(); err == nil {
+				err = del(tx)
+			}
 		}
+	} else {
+		_, err = d.db.runTx(ctx, del)
 	}
-	if o.Tx != nil {
-		return s.db.appendInTx(ctx, o.Tx, stream, events, o.Expected)
-	}
-	return s.db.groupAppend(ctx, stream, events, o.Expected)
-}
-
-// Committed implements [eventstore.Notifier]: the channel is closed after the
-// next commit of events in this process.
-func (s *EventStore) Committed() <-chan struct{} { return s.db.signal.Committed() }
-
-// Subscribe implements [eventstore.Subscriber] with [eventstore.Poll], idle
-// subscriptions reading the log again every Options.PollInterval (unless the
-// call sets its own) so that events written by other processes arrive too.
-func (s *EventStore) Subscribe(ctx context.Context, after recado.Position, opts ...eventstore.SubscribeOption) iter.Seq2[eventstore.Message, error] {
-	opts = append([]eventstore.SubscribeOption{eventstore.WithPollInterval(s.db.opts.PollInterval)}, opts...)
-	return eventstore.Poll(ctx, s, after, opts...)
-}
-
-// Delete implements [eventstore.Deleter] (soft delete).
-func (s *EventStore) Delete(ctx context.Context, stream string, opts ...eventstore.AppendOption) error {
-	return s.deleteStream(ctx, stream, false, opts)
-}
-
-// Tombstone implements [eventstore.Deleter] (permanent delete).
-func (s *EventStore) Tombstone(ctx context.Context, stream string, opts ...eventstore.AppendOption) error {
-	return s.deleteStream(ctx, stream, true, opts)
-}
-
-func (s *EventStore) deleteStream(ctx context.Context, stream string, tombstone bool, opts []eventstore.AppendOption) error {
-	o := eventstore.NewAppendOptions(opts...)
-	if err := eventstore.ValidateStream(stream); err != nil {
-		return err
-	}
-	if o.Tx != nil {
-		tx, ok := o.Tx.(*Tx)
-		switch {
-		case !ok || tx == nil || tx.db != s.db:
-			return fmt.Errorf("%w: delete %q: unit of work %T is not a *sqlite.Tx of this DB", eventstore.ErrInvalid, stream, o.Tx)
-		case tx.done:
-			return fmt.Errorf("%w: delete %q: %w", eventstore.ErrInvalid, stream, ErrTxDone)
-		}
-		return tx.run(func() error { return s.db.deleteIn(ctx, stream, tombstone, o.Expected) })
-	}
-	return s.db.tx(ctx, func(tx *Tx) error {
-		return tx.run(func() error { return s.db.deleteIn(ctx, stream, tombstone, o.Expected) })
-	})
-}
-
-// deleteIn deletes stream inside the open write transaction.
-func (db *DB) deleteIn(ctx context.Context, stream string, tombstone bool, expected eventstore.ExpectedVersion) error {
-	var st streamState
-	err := db.onWriter(func(w *writeStmts) (err error) {
-		st, err = loadStream(w.stream, stream)
-		return err
-	})
 	if err != nil {
-		return fmt.Errorf("sqlite: delete %q: %w", stream, err)
+		r.Reset()
 	}
-	switch {
-	case st.tombstoned:
-		return fmt.Errorf("sqlite: delete %q: %w", stream, eventstore.ErrStreamDeleted)
-	case !tombstone && !st.exists():
-		return fmt.Errorf("sqlite: delete %q: %w", stream, eventstore.ErrStreamNotFound)
-	}
-	if err := expected.Check(stream, st.version, st.exists()); err != nil {
-		return err
-	}
-	q := "UPDATE recado_streams SET deleted_through = version WHERE name = ?"
-	if tombstone {
-		q = `INSERT INTO recado_streams (name, version, tombstoned) VALUES (?, 0, 1)
-ON CONFLICT (name) DO UPDATE SET tombstoned = 1`
-	}
-	if _, err := db.conn.ExecContext(ctx, q, stream); err != nil {
-		return fmt.Errorf("sqlite: delete %q: %w", stream, err)
-	}
-	return nil
+	return err
 }
+
+// State implements [driver.Driver]: on a read connection, or in tx.
+func (d *eventDriver) State(ctx context.Context, stream string, tx recado.Tx) (driver.State, error) {
+	if d.db.isClosing() {
+		return driver.State{}, driver.ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return driver.State{}, err
+	}
+	if tx != nil {
+		t, err := d.db.ownTx(tx)
+		if err != nil {
+			return driver.State{}, err
+		}
+		var st driver.State
+		err = t.run(func() error {
+			return d.db.onWriter(func(w *writeStmts) (err error) {
+				st, err = loadStream(w.stream, stream)
+				return err
+			})
+		})
+		return st, err
+	}
+	rc, err := d.db.reads.get(d.db.closing)
+	if err != nil {
+		return driver.State{}, err
+	}
+	st, err := loadStream(rc.stat, stream)
+	d.db.reads.put(rc, false)
+	return st, err
+}
+
+// Committed implements [driver.Driver]: the channel is closed after the next
+// commit of events in this process, or after Options.PollInterval, since
+// another process may have committed meanwhile.
+func (d *eventDriver) Committed() <-chan struct{} { return d.db.signal.Committed() }
+
+// Close implements [driver.Driver]: it closes the DB.
+func (d *eventDriver) Close() error { return d.db.Close() }
 
 // pageSize is how many events one query of a read fetches. A read runs one
 // query per page, on a connection it holds for that page only, and holds no
 // connection (and no read transaction) while the caller handles events.
 const pageSize = 512
 
-// ReadAll implements [eventstore.Store].
-func (s *EventStore) ReadAll(ctx context.Context, after recado.Position, opts ...eventstore.ReadOption) iter.Seq2[recado.Event, error] {
-	o := eventstore.NewReadOptions(opts...)
+// ReadAll implements [driver.Driver].
+func (d *eventDriver) ReadAll(ctx context.Context, after recado.Position, r driver.Read) iter.Seq2[recado.Event, error] {
 	return func(yield func(recado.Event, error) bool) {
-		if err := s.readCheck(ctx, o); err != nil {
-			yield(recado.Event{}, err)
-			return
-		}
 		major, minor := after.Parts()
 		var cursor int64 // exclusive bound
-		if o.Backwards {
+		if r.Backwards {
 			cursor = math.MaxInt64
 			if !after.IsZero() {
 				cursor = clampPos(major)
@@ -148,9 +122,9 @@ func (s *EventStore) ReadAll(ctx context.Context, after recado.Position, opts ..
 		} else {
 			cursor = clampPos(major)
 		}
-		s.read(ctx, o.Limit, yield, func(rc *readConn, n int) (*sqlite3.Stmt, error) {
+		d.db.read(ctx, r.Limit, yield, func(rc *readConn, n int) (*sqlite3.Stmt, error) {
 			q := rc.allFwd
-			if o.Backwards {
+			if r.Backwards {
 				q = rc.allBack
 			}
 			return q, errors.Join(q.BindInt64(1, cursor), q.BindInt64(2, int64(n)))
@@ -168,79 +142,70 @@ func clampPos(p uint64) int64 {
 	return int64(p)
 }
 
-// ReadStream implements [eventstore.Store].
-func (s *EventStore) ReadStream(ctx context.Context, stream string, opts ...eventstore.ReadOption) iter.Seq2[recado.Event, error] {
-	o := eventstore.NewReadOptions(opts...)
+// ReadStream implements [driver.Driver]. Each page reads the stream's row and
+// its events in one read transaction: a stream tombstoned or deleted since the
+// first page (and perhaps written again) ends the read with the error the
+// first page would have given, never with part of the stream as if it were
+// all of it.
+func (d *eventDriver) ReadStream(ctx context.Context, stream string, r driver.Read) iter.Seq2[recado.Event, error] {
 	return func(yield func(recado.Event, error) bool) {
-		if err := s.readCheck(ctx, o); err != nil {
-			yield(recado.Event{}, err)
-			return
-		}
-		if err := eventstore.ValidateStream(stream); err != nil {
-			yield(recado.Event{}, err)
-			return
-		}
-		st, err := s.streamState(stream)
-		switch {
-		case err != nil:
-			yield(recado.Event{}, s.readErr(ctx, err))
-			return
-		case st.tombstoned:
-			yield(recado.Event{}, fmt.Errorf("sqlite: read %q: %w", stream, eventstore.ErrStreamDeleted))
-			return
-		case !st.exists():
-			yield(recado.Event{}, fmt.Errorf("sqlite: read %q: %w", stream, eventstore.ErrStreamNotFound))
-			return
-		}
-		floor := int64(st.deletedThrough) // versions up to floor are deleted
-		if o.Backwards {
-			next := int64(st.version) // inclusive
-			if o.From != 0 && o.From < st.version {
-				next = int64(o.From)
+		var (
+			first bool  = true
+			start int64 // the last version hidden by a soft delete, as the first page saw it
+			next  int64 // the first version of the next page (the last, backwards)
+		)
+		page := func(rc *readConn, n int) (*sqlite3.Stmt, error) {
+			if err := rc.beginRead(); err != nil {
+				return nil, err
 			}
-			s.read(ctx, o.Limit, yield, func(rc *readConn, n int) (*sqlite3.Stmt, error) {
+			st, err := loadStream(rc.stat, stream)
+			switch {
+			case err != nil:
+				return nil, err
+			case st.Tombstoned && first:
+				return nil, driver.ErrStreamDeleted
+			case st.Tombstoned:
+				return nil, fmt.Errorf("tombstoned while it was read: %w", driver.ErrStreamDeleted)
+			case first && !st.Exists():
+				return nil, driver.ErrStreamNotFound
+			case !first && int64(st.Start) != start:
+				return nil, fmt.Errorf("deleted while it was read: %w", driver.ErrStreamNotFound)
+			}
+			if first {
+				first, start = false, int64(st.Start)
+				next = max(start+1, int64(min(r.From, math.MaxInt64)))
+				if r.Backwards {
+					next = int64(st.Version)
+					if r.From != 0 && r.From < st.Version {
+						next = int64(r.From)
+					}
+				}
+			}
+			if r.Backwards {
 				q := rc.streamBack
-				return q, errors.Join(q.BindText(1, stream), q.BindInt64(2, next), q.BindInt64(3, floor), q.BindInt64(4, int64(n)))
-			}, func(e *recado.Event) { next = int64(e.Version) - 1 })
-			return
-		}
-		next := max(floor+1, int64(min(o.From, math.MaxInt64)))
-		s.read(ctx, o.Limit, yield, func(rc *readConn, n int) (*sqlite3.Stmt, error) {
+				return q, errors.Join(q.BindText(1, stream), q.BindInt64(2, next), q.BindInt64(3, start), q.BindInt64(4, int64(n)))
+			}
 			q := rc.streamFwd
 			return q, errors.Join(q.BindText(1, stream), q.BindInt64(2, next), q.BindInt64(3, int64(n)))
-		}, func(e *recado.Event) { next = int64(e.Version) + 1 })
+		}
+		advance := func(e *recado.Event) { next = int64(e.Version) + 1 }
+		if r.Backwards {
+			advance = func(e *recado.Event) { next = int64(e.Version) - 1 }
+		}
+		d.db.read(ctx, r.Limit, yield, page, advance)
 	}
 }
 
-// streamState reads a stream's row on a read connection.
-func (s *EventStore) streamState(stream string) (streamState, error) {
-	rc, err := s.db.reads.get(s.db.closing, s.db.closedErr)
-	if err != nil {
-		return streamState{}, err
-	}
-	st, err := loadStream(rc.stat, stream)
-	s.db.reads.put(rc, false)
-	return st, err
-}
-
-func (s *EventStore) readCheck(ctx context.Context, o eventstore.ReadOptions) error {
-	if s.db.isClosing() {
-		return s.db.closedErr()
-	}
-	if err := o.Validate(); err != nil {
-		return err
-	}
-	return ctx.Err()
-}
-
-func (s *EventStore) readErr(ctx context.Context, err error) error {
+// readErr is the error a read reports for err: ctx's if it has ended,
+// ErrClosed if the DB is closing, err itself otherwise.
+func (db *DB) readErr(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
-	if s.db.isClosing() || errors.Is(err, eventstore.ErrClosed) {
-		return s.db.closedErr()
+	if db.isClosing() || errors.Is(err, driver.ErrClosed) {
+		return driver.ErrClosed
 	}
-	return fmt.Errorf("sqlite: read %s: %w", s.db.path, err)
+	return err
 }
 
 // read runs query page by page until limit events (0: all) were yielded or a
@@ -254,15 +219,19 @@ func (s *EventStore) readErr(ctx context.Context, err error) error {
 // cores the SQLite side of a long read and the Go side overlap. Each page
 // holds its connection only while its rows are stepped through, and the
 // reading goroutine has stopped by the time read returns.
-func (s *EventStore) read(ctx context.Context, limit int, yield func(recado.Event, error) bool,
-	query func(rc *readConn, n int) (*sqlite3.Stmt, error), advance func(*recado.Event)) {
-	f := &fetcher{s: s, query: query, advance: advance, limit: limit, left: limit}
+func (db *DB) read(ctx context.Context, limit int, yield func(recado.Event, error) bool,
+	query pageQuery, advance func(*recado.Event)) {
+	if db.isClosing() {
+		yield(recado.Event{}, driver.ErrClosed)
+		return
+	}
+	f := &fetcher{db: db, query: query, advance: advance, limit: limit, left: limit}
 	if err := ctx.Err(); err != nil {
 		yield(recado.Event{}, err)
 		return
 	}
-	page := s.db.getPage()
-	defer s.db.putPage(page)
+	page := db.getPage()
+	defer db.putPage(page)
 	more := f.fetch(page)
 	if !deliver(ctx, page, yield) || !more {
 		return
@@ -270,8 +239,8 @@ func (s *EventStore) read(ctx context.Context, limit int, yield func(recado.Even
 	pages := make(chan *rawPage, 1)
 	free := make(chan *rawPage, 2) // both pages fit: handing one back never blocks
 	stop := make(chan struct{})
-	second := s.db.getPage()
-	defer s.db.putPage(second) // after the reader has stopped (deferred below)
+	second := db.getPage()
+	defer db.putPage(second) // after the reader has stopped (deferred below)
 	free <- second
 	var cancelled error // set by the reader before it closes pages
 	go func() {         // reads the next pages while the caller handles this one
@@ -336,7 +305,7 @@ func deliver(ctx context.Context, p *rawPage, yield func(recado.Event, error) bo
 		var err error
 		if e.Metadata, err = recado.ParseMetadata(p.buf[ends.data:ends.meta]); err != nil {
 			pos, _ := e.Position.Parts()
-			yield(recado.Event{}, fmt.Errorf("sqlite: read event %s at position %d (version %d of %q): metadata: %w",
+			yield(recado.Event{}, fmt.Errorf("event %s at position %d (version %d of %q): metadata: %w",
 				e.ID, pos, e.Version, e.Stream, err))
 			return false
 		}
@@ -358,7 +327,7 @@ type rawPage struct {
 	buf    []byte    // each row's ID, Data and metadata, one row after the other
 	ends   []rowEnds // where each row's parts end in buf
 	err    error
-	s      *EventStore
+	db     *DB
 }
 
 // rowEnds are the offsets in rawPage.buf where a row's ID, Data and metadata
@@ -378,20 +347,20 @@ func (db *DB) getPage() *rawPage {
 // putPage gives a page buffer back, holding nothing of the events it held.
 func (db *DB) putPage(p *rawPage) {
 	clear(p.events)
-	p.events, p.buf, p.ends, p.err, p.s = p.events[:0], p.buf[:0], p.ends[:0], nil, nil
+	p.events, p.buf, p.ends, p.err, p.db = p.events[:0], p.buf[:0], p.ends[:0], nil, nil
 	if cap(p.buf) > 4<<20 {
 		p.buf = nil // an odd page of huge events is not kept
 	}
 	db.pages.Put(p)
 }
 
-func (p *rawPage) readErr(ctx context.Context) error { return p.s.readErr(ctx, p.err) }
+func (p *rawPage) readErr(ctx context.Context) error { return p.db.readErr(ctx, p.err) }
 
 // fetcher reads the pages of one read, keeping its position (advance) and
 // what is left of its limit. One goroutine at a time uses it.
 type fetcher struct {
-	s           *EventStore
-	query       func(rc *readConn, n int) (*sqlite3.Stmt, error)
+	db          *DB
+	query       pageQuery
 	advance     func(*recado.Event)
 	limit, left int
 	strs        pageStrings
@@ -400,12 +369,12 @@ type fetcher struct {
 // fetch fills p with the next page and reports whether another may follow.
 func (f *fetcher) fetch(p *rawPage) bool {
 	clear(p.events)
-	p.events, p.buf, p.ends, p.err, p.s = p.events[:0], p.buf[:0], p.ends[:0], nil, f.s
+	p.events, p.buf, p.ends, p.err, p.db = p.events[:0], p.buf[:0], p.ends[:0], nil, f.db
 	n := pageSize
 	if f.limit > 0 {
 		n = min(n, f.left)
 	}
-	if p.err = f.s.readPage(f.query, n, p, &f.strs); p.err != nil {
+	if p.err = f.db.readPage(f.query, n, p, &f.strs); p.err != nil {
 		return false
 	}
 	if len(p.events) < n {
@@ -416,16 +385,21 @@ func (f *fetcher) fetch(p *rawPage) bool {
 	return f.limit == 0 || f.left > 0
 }
 
+// pageQuery returns the statement that reads the next page of at most n
+// events on rc, bound. It may begin a read transaction on rc
+// (readConn.beginRead) to read more than one statement in it; readPage ends
+// it.
+type pageQuery func(rc *readConn, n int) (*sqlite3.Stmt, error)
+
 // readPage runs one page's query on a pooled connection and reads its rows
 // into p. Stream and type names, which repeat from row to row, are shared
 // (strs); the rest of a row is copied into p.buf. The statement is reset
 // before the connection goes back, which ends its read transaction.
-func (s *EventStore) readPage(query func(rc *readConn, n int) (*sqlite3.Stmt, error), n int,
-	p *rawPage, strs *pageStrings) error {
-	if s.db.isClosing() {
-		return s.db.closedErr()
+func (db *DB) readPage(query pageQuery, n int, p *rawPage, strs *pageStrings) error {
+	if db.isClosing() {
+		return driver.ErrClosed
 	}
-	rc, err := s.db.reads.get(s.db.closing, s.db.closedErr)
+	rc, err := db.reads.get(db.closing)
 	if err != nil {
 		return err
 	}
@@ -433,8 +407,21 @@ func (s *EventStore) readPage(query func(rc *readConn, n int) (*sqlite3.Stmt, er
 	if err == nil {
 		err = readRows(q, p, strs)
 	}
-	resetErr := q.Reset()
-	s.db.reads.put(rc, resetErr != nil && err == nil)
+	var endErr error
+	if q != nil {
+		endErr = q.Reset()
+	}
+	broken := endErr != nil && err == nil
+	if rc.inTx {
+		rc.inTx = false
+		if cerr := rc.commit.Exec(); cerr != nil {
+			broken = true
+			if err == nil {
+				err = cerr
+			}
+		}
+	}
+	db.reads.put(rc, broken)
 	return err
 }
 
@@ -491,8 +478,6 @@ func (in *interner) get(b []byte) string {
 	return s
 }
 
-// Event times are stored in UTC as Unix microseconds, for the years minYear to
-// maxYear.
-const minYear, maxYear = 1, 9999
-
+// Event times are stored in UTC as Unix microseconds, which hold every time
+// from driver.MinTime to driver.MaxTime exactly.
 func unixMicro(us int64) time.Time { return time.UnixMicro(us).UTC() }

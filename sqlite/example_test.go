@@ -130,3 +130,37 @@ func ExampleDB_Tx_aborted() {
 	// next statement: true
 	// Tx: true
 }
+
+// placeOrder is generic code: it takes any backend's unit of work and the
+// event store of the same DB, without importing the backend.
+func placeOrder[T recado.Tx](ctx context.Context, u recado.UnitOfWork[T], events *eventstore.Store, id string) error {
+	return u.Tx(ctx, func(tx T) error {
+		tx.OnCommit(func() { fmt.Println("committed: tell the customer about", id) })
+		_, err := events.Append(ctx, "order-"+id, []recado.Event{
+			recado.NewEvent("OrderPlaced", []byte(`{}`)),
+		}, eventstore.Expect(eventstore.NoStream), eventstore.InTx(tx))
+		return err
+	})
+}
+
+// A *sqlite.DB is a recado.UnitOfWork[*sqlite.Tx]. Functions given to
+// OnCommit run once the unit of work has committed, never after a rollback.
+func Example_unitOfWork() {
+	db, err := sqlite.Open(sqlite.Memory, sqlite.Options{})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer db.Close()
+	ctx := context.Background()
+	fmt.Println(placeOrder(ctx, db, db.Events(), "42"))
+	err = placeOrder(ctx, db, db.Events(), "42") // the stream exists: rolled back
+	fmt.Println(errors.Is(err, eventstore.ErrConflict))
+	st, err := db.Events().State(ctx, "order-42")
+	fmt.Println(st.Version, st.Exists, err)
+	// Output:
+	// committed: tell the customer about 42
+	// <nil>
+	// true
+	// 1 true <nil>
+}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"github.com/ncruces/go-sqlite3"
+
+	"github.com/recado-dev/recado/eventstore/driver"
 )
 
 // readConn is one read-only connection with its prepared statements. Reads
@@ -13,6 +15,9 @@ import (
 type readConn struct {
 	conn                                         *sqlite3.Conn
 	allFwd, allBack, streamFwd, streamBack, stat *sqlite3.Stmt
+	begin, commit                                *sqlite3.Stmt
+	// inTx: a read transaction is open (begin ran), which readPage ends.
+	inTx bool
 }
 
 const eventColumns = "pos, id, stream, version, type, data, metadata, time"
@@ -29,6 +34,8 @@ func openReadConn(uri string) (*readConn, error) {
 		{&r.streamFwd, "SELECT " + eventColumns + " FROM recado_events WHERE stream = ? AND version >= ? ORDER BY version LIMIT ?"},
 		{&r.streamBack, "SELECT " + eventColumns + " FROM recado_events WHERE stream = ? AND version <= ? AND version > ? ORDER BY version DESC LIMIT ?"},
 		{&r.stat, "SELECT version, deleted_through, tombstoned FROM recado_streams WHERE name = ?"},
+		{&r.begin, "BEGIN"},
+		{&r.commit, "COMMIT"},
 	})
 	if err != nil {
 		return nil, errors.Join(err, c.Close())
@@ -37,7 +44,17 @@ func openReadConn(uri string) (*readConn, error) {
 }
 
 func (r *readConn) close() error {
-	return errors.Join(closeStmts(r.allFwd, r.allBack, r.streamFwd, r.streamBack, r.stat), r.conn.Close())
+	return errors.Join(closeStmts(r.allFwd, r.allBack, r.streamFwd, r.streamBack, r.stat, r.begin, r.commit), r.conn.Close())
+}
+
+// beginRead opens a read transaction, so that the statements that follow see
+// one snapshot of the file.
+func (r *readConn) beginRead() error {
+	if err := r.begin.Exec(); err != nil {
+		return err
+	}
+	r.inTx = true
+	return nil
 }
 
 // readPool holds up to n read connections, opened when first needed. Each
@@ -58,13 +75,13 @@ func newReadPool(uri string, n int) *readPool {
 }
 
 // get takes a connection, waiting while all are in use; it gives up with
-// errClosed when closing is closed first.
-func (p *readPool) get(closing <-chan struct{}, errClosed func() error) (*readConn, error) {
+// driver.ErrClosed when closing is closed first.
+func (p *readPool) get(closing <-chan struct{}) (*readConn, error) {
 	var r *readConn
 	select {
 	case r = <-p.slots:
 	case <-closing:
-		return nil, errClosed()
+		return nil, driver.ErrClosed
 	}
 	if r != nil {
 		return r, nil

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -232,4 +233,97 @@ func TestCorruptMetadata(t *testing.T) {
 			}
 		})
 	})
+}
+
+// TestReadStreamChangedBetweenPages: a stream deleted (soft, tombstoned, or
+// deleted and written again) while a ReadStream is between pages ends the
+// read with an error, never with part of the stream as if it were all of it.
+func TestReadStreamChangedBetweenPages(t *testing.T) {
+	tests := []struct {
+		name   string
+		change func(ctx context.Context, s *eventstore.Store) error
+		want   error
+	}{
+		{"Deleted", func(ctx context.Context, s *eventstore.Store) error { return s.Delete(ctx, "s") }, eventstore.ErrStreamNotFound},
+		{"Tombstoned", func(ctx context.Context, s *eventstore.Store) error { return s.Tombstone(ctx, "s") }, eventstore.ErrStreamDeleted},
+		{"DeletedAndWrittenAgain", func(ctx context.Context, s *eventstore.Store) error {
+			if err := s.Delete(ctx, "s"); err != nil {
+				return err
+			}
+			_, err := s.Append(ctx, "s", events("F", 600))
+			return err
+		}, eventstore.ErrStreamNotFound},
+	}
+	for _, tc := range tests {
+		for _, backwards := range []bool{false, true} {
+			name := tc.name
+			var opts []eventstore.ReadOption
+			if backwards {
+				name += "/Backwards"
+				opts = append(opts, eventstore.Backwards())
+			}
+			t.Run(name, func(t *testing.T) {
+				db := openTest(t, Options{})
+				s := db.Events()
+				ctx := t.Context()
+				const total = 2*pageSize + 200
+				if _, err := s.Append(ctx, "s", events("E", total)); err != nil {
+					t.Fatal(err)
+				}
+				n := 0
+				var readErr error
+				for e, err := range s.ReadStream(ctx, "s", opts...) {
+					if err != nil {
+						readErr = err
+						break
+					}
+					if e.Type != "E" {
+						t.Fatalf("event %d of type %s: an event of the stream's next life", n, e.Type)
+					}
+					if n++; n == 1 {
+						if err := tc.change(ctx, s); err != nil {
+							t.Fatal(err)
+						}
+					}
+				}
+				if !errors.Is(readErr, tc.want) {
+					t.Errorf("read of %d events ended with %v, want %v after the first page", n, readErr, tc.want)
+				}
+				if n != pageSize {
+					t.Errorf("read %d events before the error, want the first page (%d)", n, pageSize)
+				}
+			})
+		}
+	}
+}
+
+// TestMetadataStored: metadata reads back as it was appended, fields with
+// empty values (and no metadata at all) included, from both reads.
+func TestMetadataStored(t *testing.T) {
+	db := openTest(t, Options{})
+	s := db.Events()
+	ctx := t.Context()
+	metas := []recado.Metadata{
+		{},
+		{Fields: map[string]string{"empty": ""}},
+		{CorrelationID: "c-1", Fields: map[string]string{"a": "", "b": "x", "quote\"d": "line\nbreak"}},
+		{CausationID: "e-0", IdempotencyKey: "k", TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", TraceState: "v=1"},
+	}
+	es := events("e", len(metas))
+	for i := range es {
+		es[i].Metadata = metas[i]
+	}
+	if _, err := s.Append(ctx, "m", es); err != nil {
+		t.Fatal(err)
+	}
+	for name, got := range map[string][]recado.Event{"ReadStream": readStream(t, s, "m"), "ReadAll": readAll(t, s)} {
+		if len(got) != len(metas) {
+			t.Fatalf("%s read %d events, want %d", name, len(got), len(metas))
+		}
+		for i, e := range got {
+			if !reflect.DeepEqual(e.Metadata, metas[i]) {
+				t.Errorf("%s: event %d metadata = %#v, want %#v", name, i, e.Metadata, metas[i])
+			}
+		}
+	}
 }

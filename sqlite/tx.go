@@ -5,10 +5,10 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/recado-dev/recado"
 	"github.com/recado-dev/recado/eventstore"
+	"github.com/recado-dev/recado/eventstore/driver"
 )
 
 // ErrTxDone is returned by every method of a [Tx] used after the function
@@ -22,8 +22,9 @@ var ErrTxDone = fmt.Errorf("sqlite: unit of work already finished: %w", sql.ErrT
 // whole transaction back by itself: a write interrupted because its context
 // ended, INSERT OR ROLLBACK and RAISE(ROLLBACK), a full disk, I/O errors, no
 // memory. Nothing of the unit of work is stored then; fn may return, and a new
-// unit of work starts afresh.
-var ErrTxAborted = errors.New("sqlite: unit of work aborted: SQLite ended its transaction")
+// unit of work starts afresh. It is [eventstore.ErrTxAborted], so the event
+// store's calls in the unit of work report it too.
+var ErrTxAborted = eventstore.ErrTxAborted
 
 // Tx is a unit of work: one write transaction on the DB's writer connection.
 // Pass it to the stores of this DB (eventstore.InTx(tx)) and use it for your
@@ -41,8 +42,25 @@ var ErrTxAborted = errors.New("sqlite: unit of work aborted: SQLite ended its tr
 type Tx struct {
 	db       *DB
 	done     bool
-	cause    error // why SQLite ended the transaction; nil while it is open
-	appended bool  // events were appended: notify subscribers after commit
+	cause    error    // why SQLite ended the transaction; nil while it is open
+	appended bool     // events were appended: notify subscribers after commit
+	onCommit []func() // run once the transaction has committed
+}
+
+var (
+	_ recado.Tx              = (*Tx)(nil)
+	_ recado.UnitOfWork[*Tx] = (*DB)(nil)
+)
+
+// OnCommit implements [recado.Tx]: f runs after the transaction commits, on
+// the goroutine that called [DB.Tx], before DB.Tx returns, once the writer is
+// free again (so f may append or start another unit of work). The functions
+// run in the order they were registered. They do not run if the unit of work
+// rolls back. OnCommit on a finished Tx does nothing.
+func (tx *Tx) OnCommit(f func()) {
+	if !tx.done {
+		tx.onCommit = append(tx.onCommit, f)
+	}
 }
 
 // ExecContext runs a statement that returns no rows inside the transaction.
@@ -137,7 +155,9 @@ func (db *DB) writerTx(reset bool) (open bool, last error) {
 // otherwise, or if fn panics, it rolls back and returns fn's error. If SQLite
 // ended the transaction while fn ran, Tx returns [ErrTxAborted] even when fn
 // returns nil, and nothing commits. Events appended with eventstore.InTx(tx)
-// are seen by subscribers once it commits.
+// are seen by subscribers once it commits, and the functions given to
+// [Tx.OnCommit] run then, before Tx returns. Tx implements
+// [recado.UnitOfWork].
 //
 // The transaction holds the file's only writer while fn runs: every append and
 // every other Tx waits for it. Keep fn short: never hold it open across a
@@ -145,20 +165,25 @@ func (db *DB) writerTx(reset bool) (open bool, last error) {
 // store call that writes; a write of this DB without it waits for fn to end,
 // which never comes.
 func (db *DB) Tx(ctx context.Context, fn func(tx *Tx) error) error {
-	err := db.tx(ctx, fn)
-	if err == nil {
-		db.stats.txs.Add(1)
+	tx, err := db.runTx(ctx, fn)
+	if err != nil {
+		return err
 	}
-	return err
+	db.stats.txs.Add(1)
+	for _, f := range tx.onCommit {
+		f()
+	}
+	return nil
 }
 
-func (db *DB) tx(ctx context.Context, fn func(tx *Tx) error) (err error) {
+// runTx runs fn in a transaction that holds the writer, and commits it.
+func (db *DB) runTx(ctx context.Context, fn func(tx *Tx) error) (_ *Tx, err error) {
 	if err := db.lockWrite(ctx); err != nil {
-		return err
+		return nil, err
 	}
 	defer db.unlockWrite()
 	if err := db.onWriter(func(w *writeStmts) error { return w.begin.Exec() }); err != nil {
-		return fmt.Errorf("sqlite: begin unit of work: %w", err)
+		return nil, fmt.Errorf("sqlite: begin unit of work: %w", err)
 	}
 	tx := &Tx{db: db}
 	committed := false
@@ -169,71 +194,60 @@ func (db *DB) tx(ctx context.Context, fn func(tx *Tx) error) (err error) {
 		}
 	}()
 	if err := fn(tx); err != nil {
-		return err
+		return nil, err
 	}
 	if err := tx.check(); err != nil { // fn carried on after SQLite ended the transaction
-		return err
+		return nil, err
 	}
 	// The commit is ours to finish now fn has succeeded: a caller that gives up
 	// at this point should not leave the outcome half-known (the direct API
 	// runs it on a context that is never cancelled).
 	if err := db.onWriter(func(w *writeStmts) error { return w.commit.Exec() }); err != nil {
-		return fmt.Errorf("sqlite: commit unit of work: %w", err)
+		return nil, fmt.Errorf("sqlite: commit unit of work: %w", err)
 	}
 	committed = true
 	if tx.appended {
 		db.signal.Notify()
 	}
-	return nil
+	return tx, nil
 }
 
-// appendInTx appends inside the caller's unit of work, under a savepoint so
-// that a failed append leaves nothing of itself behind in the transaction.
-func (db *DB) appendInTx(ctx context.Context, unit any, stream string, events []recado.Event,
-	expected eventstore.ExpectedVersion) (eventstore.AppendResult, error) {
-	var zero eventstore.AppendResult
+// ownTx returns unit as a live unit of work of this DB, or an error wrapping
+// [driver.ErrForeignTx].
+func (db *DB) ownTx(unit recado.Tx) (*Tx, error) {
 	tx, ok := unit.(*Tx)
 	switch {
 	case !ok:
-		return zero, fmt.Errorf("%w: append to %q: unit of work %T is not a *sqlite.Tx", eventstore.ErrInvalid, stream, unit)
+		return nil, fmt.Errorf("%w: %T is not a *sqlite.Tx", driver.ErrForeignTx, unit)
 	case tx == nil || tx.db != db:
-		return zero, fmt.Errorf("%w: append to %q: unit of work of another sqlite.DB", eventstore.ErrInvalid, stream)
+		return nil, fmt.Errorf("%w: a *sqlite.Tx of another DB", driver.ErrForeignTx)
 	case tx.done:
-		return zero, fmt.Errorf("%w: append to %q: %w", eventstore.ErrInvalid, stream, ErrTxDone)
+		return nil, fmt.Errorf("%w: %w", driver.ErrForeignTx, ErrTxDone)
+	}
+	return tx, nil
+}
+
+// appendInTx appends r inside its unit of work, under a savepoint so that a
+// failed append leaves nothing of itself behind in the transaction.
+func (db *DB) appendInTx(ctx context.Context, r *driver.Request) error {
+	tx, err := db.ownTx(r.Tx)
+	if err != nil {
+		return err
 	}
 	if err := ctx.Err(); err != nil {
-		return zero, err
+		return err
 	}
 	// The append runs to its end once started (a few statements): interrupting
 	// SQLite inside a write can roll back the caller's whole transaction.
-	var res eventstore.AppendResult
-	err := tx.run(func() error {
-		return db.onWriter(func(w *writeStmts) error {
-			if err := w.savepoint.Exec(); err != nil {
-				return fmt.Errorf("sqlite: append to %q: %w", stream, err)
-			}
-			var err error
-			res, err = w.apply(stream, events, expected, time.Now().UnixMicro())
-			if se, ok := err.(undoError); ok {
-				err = se.err
-				if !w.inTx() { // SQLite rolled everything back: no savepoint left
-					return err
-				}
-				if rbErr := w.rollbackTo.Exec(); rbErr != nil {
-					err = errors.Join(err, fmt.Errorf("sqlite: roll back failed append to %q: %w", stream, rbErr))
-				}
-			}
-			if relErr := w.release.Exec(); relErr != nil && err == nil {
-				err = fmt.Errorf("sqlite: append to %q: %w", stream, relErr)
-			}
-			return err
-		})
+	err = tx.run(func() error {
+		return db.onWriter(func(w *writeStmts) error { return w.applyInTx(r) })
 	})
 	if err != nil {
-		return zero, err
+		r.Reset()
+		return err
 	}
-	if !res.Duplicate {
+	if r.Outcome == driver.Written {
 		tx.appended = true
 	}
-	return res, nil
+	return nil
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/recado-dev/recado"
 	"github.com/recado-dev/recado/eventstore"
+	"github.com/recado-dev/recado/eventstore/driver"
 )
 
 func createOrders(t *testing.T, db *DB) {
@@ -26,7 +27,7 @@ func createOrders(t *testing.T, db *DB) {
 func countOrders(t *testing.T, db *DB) int {
 	t.Helper()
 	// On a read connection: what is committed, not what a Tx holds.
-	rc, err := db.reads.get(db.closing, db.closedErr)
+	rc, err := db.reads.get(db.closing)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,7 +57,7 @@ func TestUnitOfWorkCommits(t *testing.T) {
 	createOrders(t, db)
 	ctx := t.Context()
 	s := db.Events()
-	committed := s.Committed()
+	committed := db.events.Committed()
 	var res eventstore.AppendResult
 	err := db.Tx(ctx, func(tx *Tx) error {
 		var err error
@@ -112,7 +113,7 @@ func TestUnitOfWorkRollsBack(t *testing.T) {
 			createOrders(t, db)
 			ctx := t.Context()
 			s := db.Events()
-			committed := s.Committed()
+			committed := db.events.Committed()
 			err := db.Tx(ctx, func(tx *Tx) error {
 				if _, err := s.Append(ctx, "order-1", events("placed", 1), eventstore.InTx(tx)); err != nil {
 					return err
@@ -186,6 +187,11 @@ func TestFailedAppendInTxLeavesNothing(t *testing.T) {
 	}
 }
 
+// otherTx is a unit of work of another backend.
+type otherTx struct{}
+
+func (otherTx) OnCommit(func()) {}
+
 func TestInTxRejectsForeignUnits(t *testing.T) {
 	db := openTest(t, Options{})
 	other := openTest(t, Options{})
@@ -201,10 +207,9 @@ func TestInTxRejectsForeignUnits(t *testing.T) {
 	}
 	tests := []struct {
 		name string
-		unit any
+		unit recado.Tx
 	}{
-		{"another type", struct{}{}},
-		{"a *sql.Tx-like string", "tx"},
+		{"another type", otherTx{}},
 		{"nil *Tx", (*Tx)(nil)},
 		{"Tx of another DB", kept},
 		{"finished Tx", ownDone},
@@ -219,13 +224,18 @@ func TestInTxRejectsForeignUnits(t *testing.T) {
 			if !errors.Is(err, eventstore.ErrInvalid) {
 				t.Errorf("Delete InTx(%T) = %v, want ErrInvalid", tc.unit, err)
 			}
+			_, err = db.Events().State(ctx, "s", eventstore.InTx(tc.unit))
+			if !errors.Is(err, eventstore.ErrInvalid) {
+				t.Errorf("State InTx(%T) = %v, want ErrInvalid", tc.unit, err)
+			}
 		})
 	}
 }
 
-// TestFinishedTx: every method of a Tx whose function has returned, and every
-// store call given it, fails with ErrTxDone, which wraps sql.ErrTxDone; also
-// after the DB has closed.
+// TestFinishedTx: every method of a Tx whose function has returned fails with
+// ErrTxDone, which wraps sql.ErrTxDone; also after the DB has closed. (The
+// event store refuses a finished Tx as ErrInvalid: TestInTxRejectsForeignUnits;
+// its driver says ErrForeignTx and ErrTxDone: TestDriverState.)
 func TestFinishedTx(t *testing.T) {
 	db, err := Open(filepath.Join(t.TempDir(), "x.db"), Options{})
 	if err != nil {
@@ -244,12 +254,6 @@ func TestFinishedTx(t *testing.T) {
 		{"QueryContext", func() error { _, err := done.QueryContext(ctx, "SELECT 1"); return err }},
 		{"QueryRowContext", func() error { return done.QueryRowContext(ctx, "SELECT 1").Scan(new(int)) }},
 		{"QueryRowContext.Err", func() error { return done.QueryRowContext(ctx, "SELECT 1").Err() }},
-		{"Append", func() error {
-			_, err := db.Events().Append(ctx, "s", events("e", 1), eventstore.InTx(done))
-			return err
-		}},
-		{"Delete", func() error { return db.Events().Delete(ctx, "s", eventstore.InTx(done)) }},
-		{"Tombstone", func() error { return db.Events().Tombstone(ctx, "s", eventstore.InTx(done)) }},
 	}
 	check := func(t *testing.T) {
 		for _, c := range calls {
@@ -263,7 +267,6 @@ func TestFinishedTx(t *testing.T) {
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	calls = calls[:4] // the stores report ErrClosed first
 	t.Run("closed", check)
 }
 
@@ -298,7 +301,9 @@ func TestSecondProcessSeesEvents(t *testing.T) {
 	got := make(chan recado.Event, 4)
 	go func() {
 		defer close(got)
-		for m, err := range eventstore.Subscribe(ctx, reader.Events(), recado.Position{}) {
+		// The subscription's own poll is an hour away: the reader's DB wakes
+		// it every PollInterval.
+		for m, err := range reader.Events().Subscribe(ctx, recado.Position{}, eventstore.WithPollInterval(time.Hour)) {
 			if err != nil {
 				return
 			}
@@ -324,5 +329,136 @@ func TestSecondProcessSeesEvents(t *testing.T) {
 	res, err := reader.Events().Append(t.Context(), "s", events("e", 1), eventstore.ExpectVersion(3))
 	if err != nil || res.FirstVersion != 4 {
 		t.Errorf("append from the second DB = %+v, %v; want version 4", res, err)
+	}
+}
+
+// TestOnCommit: the functions given to OnCommit run in order after the unit
+// of work commits, before DB.Tx returns, with the writer
+// free again (one of them appends); never when it rolls back or SQLite
+// aborted it.
+func TestOnCommit(t *testing.T) {
+	db := openTest(t, Options{})
+	ctx := t.Context()
+	s := db.Events()
+	var ran []string
+	inFn := true
+	err := db.Tx(ctx, func(tx *Tx) error {
+		tx.OnCommit(func() {
+			if inFn {
+				t.Error("OnCommit function ran before fn returned")
+			}
+			ran = append(ran, "first")
+			if got := len(readStream(t, s, "s")); got != 1 {
+				t.Errorf("OnCommit function read %d events of the unit of work, want them committed (1)", got)
+			}
+			if _, err := s.Append(ctx, "after", events("e", 1)); err != nil { // through group commit
+				t.Errorf("append from an OnCommit function: %v", err)
+			}
+		})
+		tx.OnCommit(func() { ran = append(ran, "second") })
+		_, err := s.Append(ctx, "s", events("e", 1), eventstore.InTx(tx))
+		inFn = false
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ran) != 2 || ran[0] != "first" || ran[1] != "second" {
+		t.Errorf("OnCommit functions ran %v, want [first second]", ran)
+	}
+	if got := len(readStream(t, s, "after")); got != 1 {
+		t.Errorf("the OnCommit function's append: %d events, want 1", got)
+	}
+
+	boom := errors.New("boom")
+	err = db.Tx(ctx, func(tx *Tx) error {
+		tx.OnCommit(func() { t.Error("OnCommit function ran after a rollback") })
+		return boom
+	})
+	if !errors.Is(err, boom) {
+		t.Fatalf("Tx = %v, want boom", err)
+	}
+	addPoison(t, db)
+	err = db.Tx(ctx, func(tx *Tx) error {
+		tx.OnCommit(func() { t.Error("OnCommit function ran after SQLite aborted the unit of work") })
+		_, err := s.Append(ctx, "p", events("poison", 1), eventstore.InTx(tx))
+		if err == nil {
+			t.Error("poisoned append succeeded")
+		}
+		return nil
+	})
+	if !errors.Is(err, ErrTxAborted) {
+		t.Fatalf("Tx = %v, want ErrTxAborted", err)
+	}
+	var kept *Tx
+	if err := db.Tx(ctx, func(tx *Tx) error { kept = tx; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	kept.OnCommit(func() { t.Error("OnCommit function of a finished Tx ran") })
+	if err := db.Tx(ctx, func(*Tx) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDriverState: State reads the committed state on a read connection, and
+// what the unit of work holds inside one; a unit of work that is not this
+// DB's, or has finished, is ErrForeignTx.
+func TestDriverState(t *testing.T) {
+	db := openTest(t, Options{})
+	other := openTest(t, Options{})
+	ctx := t.Context()
+	d := db.events
+	s := db.Events()
+	if _, err := s.Append(ctx, "s", events("e", 3)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete(ctx, "s"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Append(ctx, "s", events("e", 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Tombstone(ctx, "gone"); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		stream string
+		want   driver.State
+	}{
+		{"s", driver.State{Version: 4, Start: 3}},
+		{"gone", driver.State{Tombstoned: true}},
+		{"none", driver.State{}},
+	} {
+		if got, err := d.State(ctx, tc.stream, nil); err != nil || got != tc.want {
+			t.Errorf("State(%q) = %+v, %v; want %+v", tc.stream, got, err, tc.want)
+		}
+	}
+	var done *Tx
+	err := db.Tx(ctx, func(tx *Tx) error {
+		done = tx
+		if _, err := s.Append(ctx, "s", events("e", 2), eventstore.InTx(tx)); err != nil {
+			return err
+		}
+		if got, err := d.State(ctx, "s", tx); err != nil || got != (driver.State{Version: 6, Start: 3}) {
+			t.Errorf("State in the unit of work = %+v, %v; want version 6 from 3", got, err)
+		}
+		return other.Tx(ctx, func(otx *Tx) error {
+			if _, err := d.State(ctx, "s", otx); !errors.Is(err, driver.ErrForeignTx) {
+				t.Errorf("State in another DB's unit of work = %v, want ErrForeignTx", err)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.State(ctx, "s", done); !errors.Is(err, driver.ErrForeignTx) || !errors.Is(err, ErrTxDone) {
+		t.Errorf("State in a finished unit of work = %v, want ErrForeignTx and ErrTxDone", err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.State(ctx, "s", nil); !errors.Is(err, driver.ErrClosed) {
+		t.Errorf("State after Close = %v, want ErrClosed", err)
 	}
 }

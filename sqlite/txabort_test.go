@@ -80,7 +80,7 @@ SELECT 'bulk-' || x, cancel_at(x, 1000) FROM n`)
 			addPoison(t, db)
 			ctx := t.Context()
 			s := db.Events()
-			committed := s.Committed()
+			committed := db.events.Committed()
 			err := db.Tx(ctx, func(tx *Tx) error {
 				if _, err := s.Append(ctx, "order-1", events("placed", 2), eventstore.InTx(tx)); err != nil {
 					t.Fatal(err)

@@ -1,18 +1,19 @@
 package sqlite
 
 import (
-	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/ncruces/go-sqlite3"
 
 	"github.com/recado-dev/recado"
-	"github.com/recado-dev/recado/eventstore"
+	"github.com/recado-dev/recado/eventstore/driver"
 )
 
 // writeStmts are the statements of the write path, prepared once on the writer
@@ -24,6 +25,7 @@ type writeStmts struct {
 	savepoint, rollbackTo, release *sqlite3.Stmt
 	byID, stream                   *sqlite3.Stmt
 	insert, setVersion             *sqlite3.Stmt
+	softDelete, tombstone          *sqlite3.Stmt
 	meta                           []byte // scratch for encoded metadata
 }
 
@@ -41,6 +43,9 @@ func prepareWrite(c *sqlite3.Conn) (*writeStmts, error) {
 		{&s.insert, "INSERT INTO recado_events (id, stream, version, type, data, metadata, time) VALUES (?, ?, ?, ?, ?, ?, ?)"},
 		{&s.setVersion, `INSERT INTO recado_streams (name, version) VALUES (?, ?)
 ON CONFLICT (name) DO UPDATE SET version = excluded.version`},
+		{&s.softDelete, "UPDATE recado_streams SET deleted_through = version WHERE name = ?"},
+		{&s.tombstone, `INSERT INTO recado_streams (name, version, tombstoned) VALUES (?, 0, 1)
+ON CONFLICT (name) DO UPDATE SET tombstoned = 1`},
 	})
 	if err != nil {
 		return nil, err
@@ -50,33 +55,25 @@ ON CONFLICT (name) DO UPDATE SET version = excluded.version`},
 
 func (s *writeStmts) close() error {
 	return closeStmts(s.begin, s.commit, s.rollback, s.savepoint, s.rollbackTo, s.release,
-		s.byID, s.stream, s.insert, s.setVersion)
+		s.byID, s.stream, s.insert, s.setVersion, s.softDelete, s.tombstone)
 }
 
 // inTx reports whether the connection is inside a transaction: after some
 // errors SQLite has already rolled it back.
 func (s *writeStmts) inTx() bool { return !s.conn.GetAutocommit() }
 
-// streamState is a stream's row in recado_streams.
-type streamState struct {
-	version, deletedThrough uint64
-	tombstoned              bool
-}
-
-func (st streamState) exists() bool { return st.version > st.deletedThrough && !st.tombstoned }
-
 // loadStream reads a stream's row with q (the same query on the writer and on
 // the readers); a stream without a row is the zero state.
-func loadStream(q *sqlite3.Stmt, stream string) (streamState, error) {
-	var st streamState
+func loadStream(q *sqlite3.Stmt, stream string) (driver.State, error) {
+	var st driver.State
 	if err := q.BindText(1, stream); err != nil {
 		return st, err
 	}
 	if q.Step() {
-		st = streamState{
-			version:        uint64(q.ColumnInt64(0)),
-			deletedThrough: uint64(q.ColumnInt64(1)),
-			tombstoned:     q.ColumnInt64(2) != 0,
+		st = driver.State{
+			Version:    uint64(q.ColumnInt64(0)),
+			Start:      uint64(q.ColumnInt64(1)),
+			Tombstoned: q.ColumnInt64(2) != 0,
 		}
 	}
 	err := q.Err()
@@ -86,89 +83,81 @@ func loadStream(q *sqlite3.Stmt, stream string) (streamState, error) {
 	return st, err
 }
 
-// undoError marks an error after which the append may have written part of
-// itself (a storage error, or a later event's ID found stored when inserting
-// it): the group commit rolls back and goes on without that append, a Tx rolls
-// back to its savepoint. Other errors (conflicts, retries that do not match,
-// deleted streams) are found before anything is written. apply returns it as
-// it is, never wrapped.
-type undoError struct{ err error }
+// errPartial: an insert found an event's ID stored after earlier events of
+// the same request were inserted. The caller undoes the request's writes (the
+// group commit rolls back and runs the group again, a unit of work rolls back
+// to its savepoint) and applies it again with lookup set.
+var errPartial = errors.New("an event ID of the append is stored, found after part of the append was written")
 
-func (e undoError) Error() string { return e.err.Error() }
-func (e undoError) Unwrap() error { return e.err }
-
-// apply runs one append inside the open write transaction: the version check,
-// the inserts, the stream's new version; and, when the version check refuses
-// the append or the first insert finds its ID stored, the idempotency check,
-// whose verdict comes first (a retry is recognised whatever the expected
-// version). A domain error (conflict, duplicate, deleted stream) leaves the
-// transaction untouched; an undoError may leave part of the append written,
-// so the caller must roll back (to a savepoint).
+// apply decides r inside the open write transaction and, when r.Decide says
+// so, stores its events. The decision's outcome is in r; the error is a
+// storage error (or errPartial), after which part of r may have been written
+// and the caller must undo it.
 //
-// Three statements serve an append of one event in the common case: the
-// stream's row, the insert, the stream's new version. The ID lookup runs only
-// when something is wrong, since the unique index on IDs rejects a stored
-// first ID anyway.
-func (s *writeStmts) apply(stream string, events []recado.Event,
-	expected eventstore.ExpectedVersion, now int64) (eventstore.AppendResult, error) {
-	var res eventstore.AppendResult
-	st, err := loadStream(s.stream, stream)
+// The facts Decide needs are the stream's row and the stored events that
+// share an ID with r. Looking up every ID would cost a query per event, so on
+// the common path only the stream's row is read, and the unique index on IDs
+// tells whether an ID is stored: an insert that finds one stops, and the IDs
+// are then looked up and the request decided again on all the facts. The IDs
+// are also looked up when the version or a tombstone refuses r, since a
+// stored ID (a retry) decides first. With lookup set, they are looked up
+// before deciding. So three statements serve an append of one event in the
+// common case: the stream's row, the insert, the stream's new version.
+func (s *writeStmts) apply(r *driver.Request, lookup bool) error {
+	st, err := loadStream(s.stream, r.Stream)
 	if err != nil {
-		return res, undoError{fmt.Errorf("sqlite: append to %q: %w", stream, err)}
+		return err
 	}
-	refused := expected.Check(stream, st.version, st.exists())
-	if st.tombstoned {
-		refused = fmt.Errorf("sqlite: append to %q: %w", stream, eventstore.ErrStreamDeleted)
-	}
-	if refused != nil {
-		first, found, err := s.lookupID(events[0].ID)
-		switch {
-		case err != nil:
-			return res, undoError{fmt.Errorf("sqlite: append to %q: %w", stream, err)}
-		case found:
-			return s.retried(stream, events, first)
+	var stored []driver.Stored
+	if lookup {
+		if stored, err = s.storedIDs(r); err != nil {
+			return err
 		}
-		return res, refused
 	}
-	for i := range events {
-		e := &events[i]
-		t := now
-		if !e.Time.IsZero() {
-			t = e.Time.UnixMicro()
+	if !r.Decide(st, stored) {
+		if lookup || (r.Outcome != driver.Conflict && r.Outcome != driver.Deleted) {
+			return nil
 		}
-		if err := s.insertEvent(e, stream, st.version+uint64(i)+1, t); err != nil {
-			if !strings.Contains(err.Error(), "recado_events.id") {
-				return res, undoError{fmt.Errorf("sqlite: append to %q: insert event %s: %w", stream, e.ID, err)}
+		if stored, err = s.storedIDs(r); err != nil || len(stored) == 0 {
+			return err
+		}
+		r.Decide(st, stored)
+		return nil
+	}
+	for i := range r.Events {
+		e := &r.Events[i]
+		version := r.FirstVersion + uint64(i)
+		if err := s.insertEvent(e, r.Stream, version); err != nil {
+			switch {
+			case !isIDTaken(err):
+				return fmt.Errorf("insert event %s: %w", e.ID, err)
+			case lookup: // the lookup found no stored ID: the database changed under us
+				return fmt.Errorf("insert event %s: %w, although its ID was not found stored just before", e.ID, err)
+			case i > 0:
+				return errPartial
 			}
-			if i == 0 { // nothing written yet: a retry, or a plain duplicate
-				first, found, lerr := s.lookupID(e.ID)
-				if lerr == nil && found {
-					return s.retried(stream, events, first)
-				}
-			}
-			return res, undoError{s.duplicateLater(stream, e.ID, i)}
+			return s.apply(r, true) // nothing written yet
 		}
-		pos := recado.NewPosition(uint64(s.conn.LastInsertRowID()), 0)
-		if i == 0 {
-			res.FirstPosition = pos
-		}
-		res.LastPosition = pos
+		e.Stream, e.Version = r.Stream, version
+		e.Position = recado.NewPosition(uint64(s.conn.LastInsertRowID()), 0)
 	}
-	res.FirstVersion = st.version + 1
-	res.LastVersion = st.version + uint64(len(events))
+	r.FirstPosition, r.LastPosition = r.Events[0].Position, r.Events[len(r.Events)-1].Position
 	q := s.setVersion
-	err = firstErr(q.BindText(1, stream), q.BindInt64(2, int64(res.LastVersion)))
+	err = firstErr(q.BindText(1, r.Stream), q.BindInt64(2, int64(r.LastVersion)))
 	if err == nil {
 		err = q.Exec()
 	}
-	if err != nil {
-		return res, undoError{fmt.Errorf("sqlite: append to %q: %w", stream, err)}
-	}
-	return res, nil
+	return err
+}
+
+// isIDTaken reports whether err is the unique index on event IDs refusing an
+// insert.
+func isIDTaken(err error) bool {
+	return errors.Is(err, sqlite3.CONSTRAINT_UNIQUE) && strings.Contains(err.Error(), "recado_events.id")
 }
 
 // insertEvent inserts one event row.
-func (s *writeStmts) insertEvent(e *recado.Event, stream string, version uint64, t int64) error {
+func (s *writeStmts) insertEvent(e *recado.Event, stream string, version uint64) error {
 	s.meta = e.Metadata.AppendJSON(s.meta[:0])
 	meta := s.meta
 	if len(meta) == 0 {
@@ -176,7 +165,7 @@ func (s *writeStmts) insertEvent(e *recado.Event, stream string, version uint64,
 	}
 	q := s.insert
 	err := firstErr(q.BindText(1, e.ID), q.BindText(2, stream), q.BindInt64(3, int64(version)),
-		q.BindText(4, e.Type), q.BindBlob(5, e.Data), q.BindBlob(6, meta), q.BindInt64(7, t))
+		q.BindText(4, e.Type), q.BindBlob(5, e.Data), q.BindBlob(6, meta), q.BindInt64(7, e.Time.UnixMicro()))
 	if err != nil {
 		return err
 	}
@@ -193,90 +182,78 @@ func firstErr(errs ...error) error {
 	return nil
 }
 
-// storedEvent is what the idempotency check reads of a stored event.
-type storedEvent struct {
-	pos     int64
-	stream  string
-	version uint64
-	typ     string
-	data    []byte
-}
-
-func (s *writeStmts) lookupID(id string) (storedEvent, bool, error) {
+// storedIDs returns the stored events whose IDs are among r's.
+func (s *writeStmts) storedIDs(r *driver.Request) ([]driver.Stored, error) {
+	var stored []driver.Stored
 	q := s.byID
-	var e storedEvent
-	if err := q.BindText(1, id); err != nil {
-		return e, false, err
-	}
-	found := q.Step()
-	if found {
-		e = storedEvent{
-			pos:     q.ColumnInt64(0),
-			stream:  q.ColumnText(1),
-			version: uint64(q.ColumnInt64(2)),
-			typ:     q.ColumnText(3),
-			data:    q.ColumnBlob(4, nil),
+	for i := range r.Events {
+		id := r.Events[i].ID
+		if err := q.BindText(1, id); err != nil {
+			return nil, err
+		}
+		if q.Step() {
+			stored = append(stored, driver.Stored{
+				ID:       id,
+				Position: recado.NewPosition(uint64(q.ColumnInt64(0)), 0),
+				Stream:   q.ColumnText(1),
+				Version:  uint64(q.ColumnInt64(2)),
+				Type:     q.ColumnText(3),
+				Data:     q.ColumnBlob(4, nil),
+			})
+		}
+		err := q.Err()
+		if rerr := q.Reset(); err == nil {
+			err = rerr
+		}
+		if err != nil {
+			return nil, err
 		}
 	}
-	err := q.Err()
-	if rerr := q.Reset(); err == nil {
-		err = rerr
-	}
-	return e, found && err == nil, err
+	return stored, nil
 }
 
-// retried checks an append whose first event ID is stored: it is a retry when
-// every event matches a stored one, in order, and then returns the original
-// result.
-func (s *writeStmts) retried(stream string, events []recado.Event, first storedEvent) (eventstore.AppendResult, error) {
-	dup := func(reason string, args ...any) error {
-		return &eventstore.DuplicateIDError{ID: events[0].ID, Stream: first.stream, Reason: fmt.Sprintf(reason, args...)}
+// delete decides the delete r inside the open write transaction and applies
+// it when r.DecideDelete says so.
+func (s *writeStmts) delete(r *driver.Request) error {
+	st, err := loadStream(s.stream, r.Stream)
+	if err != nil || !r.DecideDelete(st) {
+		return err
 	}
-	if first.stream != stream {
-		return eventstore.AppendResult{}, dup("it is stored in another stream, not in %q", stream)
+	q := s.softDelete
+	if r.Tombstone {
+		q = s.tombstone
 	}
-	res := eventstore.AppendResult{
-		FirstVersion:  first.version,
-		LastVersion:   first.version + uint64(len(events)) - 1,
-		FirstPosition: recado.NewPosition(uint64(first.pos), 0),
-		LastPosition:  recado.NewPosition(uint64(first.pos), 0),
-		Duplicate:     true,
+	if err := q.BindText(1, r.Stream); err != nil {
+		return err
 	}
-	for i := range events {
-		e := &events[i]
-		got := first
-		if i > 0 {
-			var found bool
-			var err error
-			if got, found, err = s.lookupID(e.ID); err != nil {
-				return eventstore.AppendResult{}, undoError{fmt.Errorf("sqlite: append to %q: %w", stream, err)}
-			} else if !found {
-				return eventstore.AppendResult{}, dup("the earlier append did not store event %d (%s) with it", i, e.ID)
-			}
-		}
-		switch want := first.version + uint64(i); {
-		case got.stream != stream || got.version != want:
-			return eventstore.AppendResult{}, dup("event %d (%s) is stored as version %d of %q, not version %d of %q",
-				i, e.ID, got.version, got.stream, want, stream)
-		case got.typ != e.Type:
-			return eventstore.AppendResult{}, dup("event %d (%s) is stored with type %q, not %q", i, e.ID, got.typ, e.Type)
-		case !bytes.Equal(got.data, e.Data):
-			return eventstore.AppendResult{}, dup("event %d (%s) is stored with other data", i, e.ID)
-		}
-		res.LastPosition = recado.NewPosition(uint64(got.pos), 0)
-	}
-	return res, nil
+	return q.Exec()
 }
 
-// duplicateLater reports event i of an append, whose ID turned out to be
-// stored for another event when inserting it.
-func (s *writeStmts) duplicateLater(stream, id string, i int) error {
-	got, found, err := s.lookupID(id)
-	if err != nil || !found {
-		return fmt.Errorf("sqlite: append to %q: event %d (%s): duplicate ID, and reading it back: %v", stream, i, id, err)
+// applyInTx runs apply inside a unit of work, under a savepoint so that an
+// append that fails leaves nothing of itself in the transaction.
+func (s *writeStmts) applyInTx(r *driver.Request) error {
+	if err := s.savepoint.Exec(); err != nil {
+		return err
 	}
-	return &eventstore.DuplicateIDError{ID: id, Stream: got.stream,
-		Reason: fmt.Sprintf("event %d of an append to %q has the ID of version %d of %q", i, stream, got.version, got.stream)}
+	err := s.apply(r, false)
+	if err == errPartial {
+		if err = s.rollbackTo.Exec(); err == nil {
+			err = s.apply(r, true)
+		}
+	}
+	if err != nil {
+		r.Reset()      // nothing was decided that holds
+		if !s.inTx() { // SQLite rolled everything back: no savepoint left
+			return err
+		}
+		if rbErr := s.rollbackTo.Exec(); rbErr != nil {
+			err = errors.Join(err, fmt.Errorf("roll back the failed append: %w", rbErr))
+		}
+	}
+	if relErr := s.release.Exec(); relErr != nil && err == nil {
+		err = relErr
+	}
+	return err
 }
 
 // Request states: the writer takes a pending request; a caller whose context
@@ -287,67 +264,84 @@ const (
 	reqAbandoned
 )
 
-// appendReq is one Append waiting for group commit.
+// appendReq is one append waiting for group commit.
 type appendReq struct {
-	stream   string
-	events   []recado.Event
-	expected eventstore.ExpectedVersion
-	state    atomic.Int32
-	res      eventstore.AppendResult
-	err      error
-	done     chan struct{} // closed when res and err are set
+	r      *driver.Request
+	state  atomic.Int32
+	lookup bool          // look the IDs up before deciding (see errPartial)
+	err    error         // the storage error of r, or of its group's transaction
+	done   chan struct{} // receives once r is decided (and committed) or err is set
 }
 
-func (r *appendReq) reply(res eventstore.AppendResult, err error) {
-	r.res, r.err = res, err
-	close(r.done)
+// appendReqs recycles the requests of group commit, each with its channel. A
+// request goes back only once its caller has received its answer: one that
+// was abandoned, or whose caller gave up waiting, may still be in the
+// writer's hands and is left to the garbage collector.
+var appendReqs = sync.Pool{New: func() any { return &appendReq{done: make(chan struct{}, 1)} }}
+
+func (q *appendReq) reply(err error) {
+	q.err = err
+	q.done <- struct{}{}
 }
 
-// groupAppend sends an append to the writer and waits for its own result.
-func (db *DB) groupAppend(ctx context.Context, stream string, events []recado.Event, expected eventstore.ExpectedVersion) (eventstore.AppendResult, error) {
-	var zero eventstore.AppendResult
+// groupAppend sends r to the writer and waits until it is committed.
+func (db *DB) groupAppend(ctx context.Context, r *driver.Request) error {
 	if err := ctx.Err(); err != nil {
-		return zero, err
+		return err
 	}
-	r := &appendReq{stream: stream, events: events, expected: expected, done: make(chan struct{})}
+	q := appendReqs.Get().(*appendReq)
+	q.r = r
+	q.state.Store(reqPending)
 	db.waiting.Add(1)
 	select {
-	case db.queue <- r:
+	case db.queue <- q:
 	case <-ctx.Done():
 		db.waiting.Add(-1)
-		return zero, ctx.Err()
+		return q.recycle(ctx.Err())
 	case <-db.closing:
 		db.waiting.Add(-1)
-		return zero, db.closedErr()
+		return q.recycle(driver.ErrClosed)
 	}
 	select {
-	case <-r.done:
-		return r.res, r.err
+	case <-q.done:
+		return q.recycle(q.err)
 	case <-ctx.Done():
-		if r.state.CompareAndSwap(reqPending, reqAbandoned) {
+		if q.state.CompareAndSwap(reqPending, reqAbandoned) {
 			db.waiting.Add(-1)
-			return zero, ctx.Err() // never sent to the database
+			return ctx.Err() // never sent to the database
 		}
 		select {
-		case <-r.done:
-			return r.res, r.err
+		case <-q.done:
+			return q.recycle(q.err)
 		default:
-			return zero, eventstore.UnknownOutcome(stream, ctx.Err())
+			return fmt.Errorf("%w: %w", driver.ErrUnknownOutcome, ctx.Err())
 		}
 	case <-db.done:
-		if r.state.CompareAndSwap(reqPending, reqAbandoned) {
+		if q.state.CompareAndSwap(reqPending, reqAbandoned) {
 			db.waiting.Add(-1)
-			return zero, db.closedErr()
+			return driver.ErrClosed
 		}
-		<-r.done
-		return r.res, r.err
+		<-q.done
+		return q.recycle(q.err)
 	}
+}
+
+// recycle puts q back in the pool, once nothing else holds it, and returns
+// err.
+func (q *appendReq) recycle(err error) error {
+	q.r, q.err, q.lookup = nil, nil, false
+	appendReqs.Put(q)
+	return err
 }
 
 // writer is the goroutine that owns group commit: it takes every waiting
 // append (up to MaxBatch), runs them in one transaction and commits once.
+// While idle it wakes subscribers every PollInterval, so that they read the
+// log again and find what other processes committed to the file.
 func (db *DB) writer() {
 	defer close(db.done)
+	poll := time.NewTicker(db.opts.PollInterval)
+	defer poll.Stop()
 	waiting := make([]*appendReq, 0, db.opts.MaxBatch)
 	batch := make([]*appendReq, 0, db.opts.MaxBatch)
 	for {
@@ -356,8 +350,11 @@ func (db *DB) writer() {
 		case <-db.closing:
 			db.drain(nil)
 			return
-		case r := <-db.queue:
-			waiting = append(waiting, r)
+		case <-poll.C:
+			db.signal.Notify()
+			continue
+		case q := <-db.queue:
+			waiting = append(waiting, q)
 		}
 		select {
 		case db.writeLock <- struct{}{}:
@@ -375,8 +372,8 @@ func (db *DB) writer() {
 	gather:
 		for len(waiting) < db.opts.MaxBatch {
 			select {
-			case r := <-db.queue:
-				waiting = append(waiting, r)
+			case q := <-db.queue:
+				waiting = append(waiting, q)
 			default:
 				break gather
 			}
@@ -384,10 +381,10 @@ func (db *DB) writer() {
 		// Only now is a request taken: a caller that gave up while a Tx held
 		// the lock gets its plain ctx error.
 		batch = batch[:0]
-		for _, r := range waiting {
-			if r.state.CompareAndSwap(reqPending, reqTaken) {
+		for _, q := range waiting {
+			if q.state.CompareAndSwap(reqPending, reqTaken) {
 				db.waiting.Add(-1)
-				batch = append(batch, r)
+				batch = append(batch, q)
 			}
 		}
 		if len(batch) > 0 {
@@ -401,65 +398,68 @@ func (db *DB) writer() {
 
 // drain fails the given requests and every request still queued with ErrClosed.
 func (db *DB) drain(waiting []*appendReq) {
-	fail := func(r *appendReq) {
-		if r.state.CompareAndSwap(reqPending, reqTaken) {
+	fail := func(q *appendReq) {
+		if q.state.CompareAndSwap(reqPending, reqTaken) {
 			db.waiting.Add(-1)
-			r.reply(eventstore.AppendResult{}, db.closedErr())
+			q.reply(driver.ErrClosed)
 		}
 	}
-	for _, r := range waiting {
-		fail(r)
+	for _, q := range waiting {
+		fail(q)
 	}
 	for {
 		select {
-		case r := <-db.queue:
-			fail(r)
+		case q := <-db.queue:
+			fail(q)
 		default:
 			return
 		}
 	}
 }
 
-// commitBatch commits the batch's appends in one transaction and replies to
-// each. An append that meets a storage error is rolled back alone: the
-// transaction is rolled back and run again without it.
+// commitBatch commits the batch's appends in one transaction, each decided in
+// queue order on the state the ones before it left, and replies to each. An
+// append that meets a storage error fails alone: the transaction is rolled
+// back and run again without it.
 func (db *DB) commitBatch(batch []*appendReq) {
-	now := time.Now().UnixMicro()
 	for len(batch) > 0 {
-		failed, err := db.tryBatch(batch, now)
-		if err == nil {
+		failed, err := db.tryBatch(batch)
+		switch {
+		case err == nil:
 			db.committed(batch)
 			return
-		}
-		if failed < 0 { // the transaction itself failed: everyone gets the error
+		case failed < 0: // the transaction itself failed: everyone gets the error
 			db.log.Error("sqlite: group commit failed", "path", db.path, "appends", len(batch), "err", err)
-			for _, r := range batch {
-				r.reply(eventstore.AppendResult{}, fmt.Errorf("sqlite: append to %q: group commit: %w", r.stream, err))
+			for _, q := range batch {
+				q.r.Reset()
+				q.reply(fmt.Errorf("group commit: %w", err))
 			}
 			return
+		case err == errPartial: // run the group again, that append looking its IDs up first
+			batch[failed].lookup = true
+		default:
+			batch[failed].r.Reset()
+			batch[failed].reply(err)
+			batch = append(batch[:failed], batch[failed+1:]...)
 		}
-		batch[failed].reply(eventstore.AppendResult{}, err)
-		batch = append(batch[:failed], batch[failed+1:]...)
 	}
 }
 
 // tryBatch runs the batch in one transaction. It returns the index of an
-// append that met a storage error (the transaction is then rolled back), or
-// -1 with the error of the transaction itself, or -1 and nil once committed.
-// Each request's own result or domain error is left in r.res and r.err. The
-// batch is never cut short: callers give up alone.
-func (db *DB) tryBatch(batch []*appendReq, now int64) (failed int, err error) {
+// append that met a storage error or errPartial (the transaction is then
+// rolled back), or -1 with the error of the transaction itself, or -1 and nil
+// once committed. The batch is never cut short: callers give up alone.
+func (db *DB) tryBatch(batch []*appendReq) (failed int, err error) {
 	failed = -1
 	err = db.onWriter(func(w *writeStmts) error {
 		if err := w.begin.Exec(); err != nil {
 			return err
 		}
-		for i, r := range batch {
-			r.res, r.err = w.apply(r.stream, r.events, r.expected, now)
-			if se, ok := r.err.(undoError); ok {
+		for i, q := range batch {
+			if err := w.apply(q.r, q.lookup); err != nil {
 				db.rollback(w)
 				failed = i
-				return se.err
+				return err
 			}
 		}
 		if err := w.commit.Exec(); err != nil {
@@ -485,10 +485,10 @@ func (db *DB) rollback(w *writeStmts) {
 // subscribers.
 func (db *DB) committed(batch []*appendReq) {
 	var appends, events uint64
-	for _, r := range batch {
-		if r.err == nil && !r.res.Duplicate {
+	for _, q := range batch {
+		if q.r.Outcome == driver.Written {
 			appends++
-			events += uint64(len(r.events))
+			events += uint64(len(q.r.Events))
 		}
 	}
 	if appends > 0 {
@@ -497,7 +497,7 @@ func (db *DB) committed(batch []*appendReq) {
 		db.stats.events.Add(events)
 		db.signal.Notify()
 	}
-	for _, r := range batch {
-		close(r.done)
+	for _, q := range batch {
+		q.reply(nil)
 	}
 }

@@ -127,7 +127,7 @@ func run(ctx context.Context, w io.Writer, path string) error {
 	late := "order-late-" + orderID
 	fmt.Fprintln(w, "subscription to order-*:")
 	filter := eventstore.Filter{StreamPrefixes: []string{"order-"}}
-	for m, err := range eventstore.Subscribe(ctx, store, recado.Position{}, eventstore.WithFilter(filter)) {
+	for m, err := range store.Subscribe(ctx, recado.Position{}, eventstore.WithFilter(filter)) {
 		if err != nil {
 			return err
 		}
