@@ -2,7 +2,11 @@ package postgres
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -131,46 +135,96 @@ func (e *eventDriver) fastCommit(ctx context.Context, reqs []*appendReq, st *bat
 	defer func() { release(c, err == nil) }()
 	conn := c.Conn()
 	q := &e.db.q
-	b := &pgx.Batch{}
-	b.Queue(beginOwn)
 	// The update of existing rows joins them to its arguments: it is planned
 	// for them (see readState). The inserts scan no table: their generic
 	// plans are as good, and cost no planning.
 	cas := hasStoredRows(st.rows, buf)
+	settings := q.fast.settings
 	if cas {
-		b.Queue(q.fastSettingsCAS)
-	} else {
-		b.Queue(q.fastSettings)
+		settings = q.fast.settingsCAS
 	}
+	p := fastPipeline{conn: conn}
+	p.add(ctx, q.fast.begin, nil)
+	p.add(ctx, settings, nil)
+	buf.sliceMeta()
+	e.addFastStreams(ctx, &p, st.rows, buf)
+	if cas {
+		p.add(ctx, q.fast.genericPlans, nil)
+	}
+	w := buf.wire[:0]
+	var ends []int
+	for _, col := range [][]int64{buf.majors, buf.seqs} {
+		w = appendInt8Array(w, col)
+		ends = append(ends, len(w))
+	}
+	w = appendTextArray(w, buf.ids)
+	ends = append(ends, len(w))
+	w = appendTextArray(w, buf.streams)
+	ends = append(ends, len(w))
+	w = appendInt8Array(w, buf.versions)
+	ends = append(ends, len(w))
+	w = appendTextArray(w, buf.types)
+	ends = append(ends, len(w))
+	w = appendByteaArray(w, buf.data)
+	ends = append(ends, len(w))
+	w = appendByteaArray(w, buf.meta)
+	ends = append(ends, len(w))
+	w = appendTimestamptzArray(w, buf.times)
+	ends = append(ends, len(w))
+	w = binary.BigEndian.AppendUint32(w, uint32((len(buf.ids)+seqBlock-1)/seqBlock))
+	ends = append(ends, len(w))
+	buf.wire = w
+	insert := p.add(ctx, q.fast.insert, params(w, ends))
+	commit := p.add(ctx, q.fast.commit, nil)
+	p.add(ctx, q.fast.notify, [][]byte{[]byte(q.channel)})
+	if p.err != nil {
+		return false, p.err // nothing sent
+	}
+	from := 0
 	if h := e.hooks.beforeWrite; h != nil {
-		if err := conn.SendBatch(ctx, b).Close(); err != nil {
+		// The test's hook runs in the transaction, between two round trips.
+		if err := p.run(ctx, 0, 2, func(int, *pgconn.ResultReader) error { return nil }); err != nil {
 			return false, err
 		}
 		h(conn)
-		b = &pgx.Batch{}
+		from = 2
 	}
-	e.queueFastStreams(b, st.rows, buf)
-	if cas {
-		b.Queue(q.genericPlans)
-	}
-	buf.inserted, buf.committed = false, false
-	buf.sliceMeta()
 	var xid int64
 	var blocks []int64
-	b.Queue(q.fastInsert, buf.majors, buf.seqs, buf.ids, buf.streams, buf.versions, buf.types, buf.data, buf.meta, buf.times,
-		(len(buf.ids)+seqBlock-1)/seqBlock).QueryRow(func(row pgx.Row) error {
-		buf.inserted = true
-		return row.Scan(&xid, &blocks)
+	buf.inserted, buf.committed = false, false
+	nc := conn.PgConn().Conn()
+	e.db.sending.enter(nc)
+	err = p.run(context.WithoutCancel(ctx), from, len(p.sds), func(i int, rr *pgconn.ResultReader) error {
+		switch i {
+		case insert:
+			buf.inserted = true
+			for rr.NextRow() {
+				v := rr.Values()
+				if len(v) != 2 {
+					return errWire
+				}
+				var err error
+				if xid, err = parseInt8(v[0]); err != nil {
+					return err
+				}
+				if blocks, err = parseInt8Array(v[1]); err != nil {
+					return err
+				}
+			}
+		case commit:
+			buf.committed = true
+		}
+		return nil
 	})
-	_, onCommitted := buf.replies()
-	b.Queue("commit").Exec(onCommitted)
-	b.Queue(q.notify, q.channel)
-	sent, err = e.sendCommit(ctx, conn, b, buf)
+	e.db.sending.leave(nc)
 	if err != nil {
-		return sent, err
+		if !buf.committed {
+			return mayHaveCommitted(err, buf.inserted), err
+		}
+		e.db.log.Warn("postgres: notify after a commit failed; subscribers elsewhere will poll", "schema", e.db.opts.Schema, "err", err)
 	}
 	if len(blocks)*seqBlock < len(buf.ids) {
-		return true, errors.New("postgres: group commit: too few sequence blocks") // never: the statement takes them
+		return true, errors.New("postgres: group commit: too few sequence blocks in the reply")
 	}
 	e.placeFast(reqs, st, buf, xid, blocks)
 	e.w.cache.update(st.rows)
@@ -178,6 +232,84 @@ func (e *eventDriver) fastCommit(ctx context.Context, reqs []*appendReq, st *bat
 		err = h(len(reqs))
 	}
 	return true, err
+}
+
+// fastStmt is a statement of the one-round-trip commit: prepared on each
+// connection under a name of its own (pgx keeps its description), and sent
+// with parameters encoded here, of the types in oids.
+type fastStmt struct {
+	name, sql string
+	oids      []uint32
+}
+
+func newFastStmt(sql string, oids ...uint32) fastStmt {
+	sum := sha256.Sum256([]byte(sql))
+	return fastStmt{name: "recado_" + hex.EncodeToString(sum[:12]), sql: sql, oids: oids}
+}
+
+// fastStmts are the statements of the one-round-trip commit of one schema.
+type fastStmts struct {
+	begin, settings, settingsCAS, genericPlans, newStreams, cas, insert, commit, notify fastStmt
+}
+
+// fastPipeline is the one round trip: statements, prepared if need be, sent
+// at once in one pipeline.
+type fastPipeline struct {
+	conn  *pgx.Conn
+	sds   []*pgconn.StatementDescription
+	binds [][][]byte
+	err   error // of a preparation: nothing was sent
+}
+
+// add queues s with its parameters (binary), and returns its index.
+func (p *fastPipeline) add(ctx context.Context, s fastStmt, params [][]byte) int {
+	if p.err != nil {
+		return -1
+	}
+	sd, err := p.conn.Prepare(ctx, s.name, s.sql) // a round trip the first time on a connection only
+	if err == nil && !slices.Equal(sd.ParamOIDs, s.oids) {
+		err = fmt.Errorf("postgres: statement %s takes parameters of types %v, not %v", s.name, sd.ParamOIDs, s.oids)
+	}
+	if err != nil {
+		p.err = err
+		return -1
+	}
+	p.sds = append(p.sds, sd)
+	p.binds = append(p.binds, params)
+	return len(p.sds) - 1
+}
+
+// binaryFormat is the format of every parameter and result of the pipeline.
+var binaryFormat = []int16{1}
+
+// run sends statements from..to-1 and hands the result of each to result,
+// in order, until one fails. It returns the first error: the server's (the
+// transaction failed), or the connection's.
+func (p *fastPipeline) run(ctx context.Context, from, to int, result func(i int, rr *pgconn.ResultReader) error) error {
+	pl := p.conn.PgConn().StartPipeline(ctx)
+	for i := from; i < to; i++ {
+		pl.SendQueryStatement(p.sds[i], p.binds[i], binaryFormat, binaryFormat)
+	}
+	err := pl.Sync()
+	for i := from; err == nil && i < to; i++ {
+		var res any
+		if res, err = pl.GetResults(); err != nil {
+			break
+		}
+		rr, ok := res.(*pgconn.ResultReader)
+		if !ok {
+			err = fmt.Errorf("postgres: pipeline: got %T, want a result", res)
+			break
+		}
+		err = result(i, rr)
+		if _, cerr := rr.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if cerr := pl.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // hasStoredRows reports whether the group writes a stream row that exists.
@@ -190,10 +322,10 @@ func hasStoredRows(rows map[string]*streamRow, buf *batchBuf) bool {
 	return false
 }
 
-// queueFastStreams queues the writes of the stream rows of a predicted group:
+// addFastStreams adds the writes of the stream rows of a predicted group:
 // new rows inserted, existing ones updated if unchanged, each in stream order
 // (as queueCAS does).
-func (e *eventDriver) queueFastStreams(b *pgx.Batch, rows map[string]*streamRow, buf *batchBuf) {
+func (e *eventDriver) addFastStreams(ctx context.Context, p *fastPipeline, rows map[string]*streamRow, buf *batchBuf) {
 	var newNames, oldNames []string
 	var newVersions, versions, oldVersions, oldDeleted, oldMajors []int64
 	order := make([]int, len(buf.uStreams))
@@ -211,11 +343,14 @@ func (e *eventDriver) queueFastStreams(b *pgx.Batch, rows map[string]*streamRow,
 		oldNames, versions = append(oldNames, name), append(versions, buf.uVersions[i])
 		oldVersions, oldDeleted, oldMajors = append(oldVersions, r.oldVersion), append(oldDeleted, r.oldDeleted), append(oldMajors, r.major)
 	}
+	q := &e.db.q.fast
 	if len(newNames) > 0 {
-		b.Queue(e.db.q.fastNewStreams, newNames, newVersions)
+		p.add(ctx, q.newStreams, [][]byte{appendTextArray(nil, newNames), appendInt8Array(nil, newVersions)})
 	}
 	if len(oldNames) > 0 {
-		b.Queue(e.db.q.fastCAS, oldNames, versions, oldVersions, oldDeleted, oldMajors, len(oldNames))
+		p.add(ctx, q.cas, [][]byte{appendTextArray(nil, oldNames), appendInt8Array(nil, versions),
+			appendInt8Array(nil, oldVersions), appendInt8Array(nil, oldDeleted), appendInt8Array(nil, oldMajors),
+			binary.BigEndian.AppendUint64(nil, uint64(len(oldNames)))})
 	}
 }
 

@@ -180,15 +180,9 @@ type queries struct {
 	notify       string
 	ownSettings  string
 
-	// The one-round-trip group commit (see fastCommit).
-	fastSettings    string
-	fastSettingsCAS string
-	genericPlans    string
-	fastNewStreams  string
-	fastCAS         string
-	fastInsert      string
-	customPlans     string
-	restorePlans    string
+	fast         fastStmts // the one-round-trip group commit's
+	customPlans  string
+	restorePlans string
 
 	horizon     string
 	readAll     string
@@ -212,6 +206,7 @@ func newQueries(schema, channel string) queries {
 	const cols = "major, seq, id, stream, version, type, data, metadata, time"
 	return queries{
 		channel: channel,
+		fast:    newFastStmts(r, cols),
 		// Upserting in stream order locks every stream row of a batch in one
 		// order, so two batches never deadlock.
 		lockStreams: r.Replace(`INSERT INTO $S.streams AS s (stream) SELECT unnest($1::text[]) ORDER BY 1
@@ -258,37 +253,6 @@ SELECT CASE WHEN count(*) = $6 THEN 0 ELSE ('` + streamChanged + ` ' || count(*)
 			ownTimeouts(groupLockWait),
 		restorePlans: `SELECT set_config('plan_cache_mode', $1, true)`,
 
-		// The settings of a one-round-trip group commit: its timeouts, and
-		// generic plans (or custom ones, for a group that updates rows).
-		fastSettings:    `SELECT set_config('plan_cache_mode', 'force_generic_plan', true), ` + ownTimeouts(groupLockWait),
-		fastSettingsCAS: `SELECT set_config('plan_cache_mode', 'force_custom_plan', true), ` + ownTimeouts(groupLockWait),
-		genericPlans:    `SELECT set_config('plan_cache_mode', 'force_generic_plan', true)`,
-		// New stream rows, at the transaction's id: a unique violation if
-		// one exists.
-		fastNewStreams: r.Replace(`INSERT INTO $S.streams (stream, version, major)
-SELECT u.stream, u.version, pg_current_xact_id()::text::bigint FROM unnest($1::text[], $2::bigint[]) AS u(stream, version)`),
-		// Existing stream rows, only if each is still as predicted (its
-		// major too); otherwise the transaction fails, naming the cause. The
-		// new major is the transaction's id, or the row's major if that is
-		// larger.
-		fastCAS: r.Replace(`WITH c AS (
-	UPDATE $S.streams AS s SET version = u.version, major = greatest(pg_current_xact_id()::text::bigint, s.major)
-	FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[]) AS u(stream, version, old_version, old_deleted, old_major)
-	WHERE s.stream = u.stream AND s.version = u.old_version AND s.deleted_version = u.old_deleted AND NOT s.tombstoned AND s.major = u.old_major
-	RETURNING 1)
-SELECT CASE WHEN count(*) = $6 THEN 0 ELSE ('` + streamChanged + ` ' || count(*))::int END FROM c`),
-		// The events, each at major greatest(transaction id, its stream's
-		// major before) and at the sequence number its ordinal ($2) picks
-		// from blocks taken now (after the stream rows were written: see
-		// fastCommit); returns the transaction id and the blocks.
-		fastInsert: r.Replace(`WITH k AS MATERIALIZED (SELECT pg_current_xact_id()::text::bigint AS xid,
-	ARRAY(SELECT nextval($Q) FROM generate_series(1, $10::int) ORDER BY 1) AS blocks),
-ins AS (INSERT INTO $S.events (` + cols + `)
-	SELECT greatest(k.xid, u.major), k.blocks[u.seq / ` + seqBlockSQL + ` + 1] + u.seq % ` + seqBlockSQL + `, u.id, u.stream, u.version, u.type, u.data, u.metadata, u.time
-	FROM k, unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::bytea[], $8::bytea[], $9::timestamptz[])
-		AS u(major, seq, id, stream, version, type, data, metadata, time))
-SELECT xid, blocks FROM k`),
-
 		// The horizon: the oldest transaction still running, and the newest event
 		// committed. Events with major below xmin are final.
 		horizon: r.Replace(`SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint,
@@ -328,5 +292,53 @@ FROM (SELECT 1) one LEFT JOIN (
 		SELECT prepared, NULL, age(transaction) FROM pg_prepared_xacts
 	) x ORDER BY age DESC LIMIT 1
 ) o ON true`),
+	}
+}
+
+// newFastStmts returns the statements of the one-round-trip group commit
+// (see fastCommit); r puts the schema in.
+func newFastStmts(r *strings.Replacer, cols string) fastStmts {
+	const (
+		text, int8, int4 = oidText, oidInt8, oidInt4
+		texts, int8s     = 1009, 1016 // text[], int8[]
+		byteas, times    = 1001, 1185 // bytea[], timestamptz[]
+	)
+	return fastStmts{
+		begin:  newFastStmt(beginOwn),
+		commit: newFastStmt("commit"),
+		notify: newFastStmt(`SELECT pg_notify($1, '')`, text),
+		// Its timeouts, and generic plans (or custom ones, for a group that
+		// updates rows).
+		settings:     newFastStmt(`SELECT set_config('plan_cache_mode', 'force_generic_plan', true), ` + ownTimeouts(groupLockWait)),
+		settingsCAS:  newFastStmt(`SELECT set_config('plan_cache_mode', 'force_custom_plan', true), ` + ownTimeouts(groupLockWait)),
+		genericPlans: newFastStmt(`SELECT set_config('plan_cache_mode', 'force_generic_plan', true)`),
+		// New stream rows, at the transaction's id: a unique violation if
+		// one exists.
+		newStreams: newFastStmt(r.Replace(`INSERT INTO $S.streams (stream, version, major)
+SELECT u.stream, u.version, pg_current_xact_id()::text::bigint FROM unnest($1::text[], $2::bigint[]) AS u(stream, version)`),
+			texts, int8s),
+		// Existing stream rows, only if each is still as predicted (its
+		// major too); otherwise the transaction fails, naming the cause. The
+		// new major is the transaction's id, or the row's major if that is
+		// larger.
+		cas: newFastStmt(r.Replace(`WITH c AS (
+	UPDATE $S.streams AS s SET version = u.version, major = greatest(pg_current_xact_id()::text::bigint, s.major)
+	FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[]) AS u(stream, version, old_version, old_deleted, old_major)
+	WHERE s.stream = u.stream AND s.version = u.old_version AND s.deleted_version = u.old_deleted AND NOT s.tombstoned AND s.major = u.old_major
+	RETURNING 1)
+SELECT CASE WHEN count(*) = $6 THEN 0 ELSE ('`+streamChanged+` ' || count(*))::int END FROM c`),
+			texts, int8s, int8s, int8s, int8s, int8),
+		// The events, each at major greatest(transaction id, its stream's
+		// major before) and at the sequence number its ordinal ($2) picks
+		// from blocks taken now (after the stream rows were written: see
+		// fastCommit); returns the transaction id and the blocks.
+		insert: newFastStmt(r.Replace(`WITH k AS MATERIALIZED (SELECT pg_current_xact_id()::text::bigint AS xid,
+	ARRAY(SELECT nextval($Q) FROM generate_series(1, $10::int) ORDER BY 1) AS blocks),
+ins AS (INSERT INTO $S.events (`+cols+`)
+	SELECT greatest(k.xid, u.major), k.blocks[u.seq / `+seqBlockSQL+` + 1] + u.seq % `+seqBlockSQL+`, u.id, u.stream, u.version, u.type, u.data, u.metadata, u.time
+	FROM k, unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::bytea[], $8::bytea[], $9::timestamptz[])
+		AS u(major, seq, id, stream, version, type, data, metadata, time))
+SELECT xid, blocks FROM k`),
+			int8s, int8s, texts, texts, int8s, texts, byteas, byteas, times, int4),
 	}
 }

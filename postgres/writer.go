@@ -434,6 +434,7 @@ type batchBuf struct {
 	times                  []time.Time
 	metaBuf                []byte
 	metaEnds               []int
+	wire                   []byte // the encoded parameters of a one-round-trip commit
 
 	uStreams          []string
 	uVersions, uMajor []int64
