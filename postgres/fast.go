@@ -121,10 +121,13 @@ func (w *writer) predict(reqs []*appendReq, buf *batchBuf) (*batchState, bool) {
 }
 
 // fastCommit writes and commits reqs, decided by predict on st, in one round
-// trip, and sets their positions. sent reports that a commit was sent, so
-// that the outcome of a failure is unknown. A failure of a guard (see
-// predictionFailed) leaves nothing written.
-func (e *eventDriver) fastCommit(ctx context.Context, reqs []*appendReq, st *batchState, buf *batchBuf) (sent bool, err error) {
+// trip, and sets their positions. It calls committed as soon as the commit is
+// answered, before the notification that follows it, so the appenders go on
+// while the server sends it; not if a test hook must see the commit first.
+// sent reports that a commit was sent, so that the outcome of a failure is
+// unknown. A failure of a guard (see predictionFailed) leaves nothing
+// written.
+func (e *eventDriver) fastCommit(ctx context.Context, reqs []*appendReq, st *batchState, buf *batchBuf, committed func()) (sent bool, err error) {
 	c, err := e.db.pool.Acquire(ctx)
 	if err != nil {
 		if e.db.closed.Load() {
@@ -191,6 +194,7 @@ func (e *eventDriver) fastCommit(ctx context.Context, reqs []*appendReq, st *bat
 	}
 	var xid int64
 	var blocks []int64
+	done := false // positions set, requests answered
 	buf.inserted, buf.committed = false, false
 	nc := conn.PgConn().Conn()
 	e.db.sending.enter(nc)
@@ -210,9 +214,17 @@ func (e *eventDriver) fastCommit(ctx context.Context, reqs []*appendReq, st *bat
 				if blocks, err = parseInt8Array(v[1]); err != nil {
 					return err
 				}
+				if len(blocks)*seqBlock < len(buf.ids) {
+					return errors.New("postgres: group commit: too few sequence blocks in the reply")
+				}
 			}
 		case commit:
 			buf.committed = true
+			if e.hooks.afterCommit == nil {
+				e.fastDone(reqs, st, buf, xid, blocks)
+				done = true
+				committed()
+			}
 		}
 		return nil
 	})
@@ -223,15 +235,24 @@ func (e *eventDriver) fastCommit(ctx context.Context, reqs []*appendReq, st *bat
 		}
 		e.db.log.Warn("postgres: notify after a commit failed; subscribers elsewhere will poll", "schema", e.db.opts.Schema, "err", err)
 	}
-	if len(blocks)*seqBlock < len(buf.ids) {
-		return true, errors.New("postgres: group commit: too few sequence blocks in the reply")
+	if done {
+		return true, nil
 	}
-	e.placeFast(reqs, st, buf, xid, blocks)
-	e.w.cache.update(st.rows)
+	e.fastDone(reqs, st, buf, xid, blocks)
 	if h := e.hooks.afterCommit; h != nil {
 		err = h(len(reqs))
 	}
 	return true, err
+}
+
+// fastDone sets the positions of a committed predicted group and keeps its
+// stream rows for the next predictions.
+func (e *eventDriver) fastDone(reqs []*appendReq, st *batchState, buf *batchBuf, xid int64, blocks []int64) {
+	e.placeFast(reqs, st, buf, xid, blocks)
+	e.w.cache.update(st.rows)
+	if h := e.hooks.fast; h != nil {
+		h(true)
+	}
 }
 
 // fastStmt is a statement of the one-round-trip commit: prepared on each

@@ -208,19 +208,19 @@ func (w *writer) attempts(reqs []*appendReq, buf *batchBuf) error {
 	for attempt := 1; ; attempt++ {
 		var sent bool
 		var err error
+		answered := false
 		if fast {
-			sent, err = w.e.fastCommit(w.e.db.ctx, reqs, predicted, buf)
-			if h := w.e.hooks.fast; h != nil {
-				h(err == nil)
+			sent, err = w.e.fastCommit(w.e.db.ctx, reqs, predicted, buf, func() { answered = true; w.answer(reqs) })
+			if h := w.e.hooks.fast; h != nil && err != nil {
+				h(false)
 			}
 		} else {
 			sent, err = w.e.execute(w.e.db.ctx, nil, reqs, buf, attempt > 1)
 		}
 		if err == nil {
-			for _, r := range reqs {
-				r.done <- nil
+			if !answered {
+				w.answer(reqs)
 			}
-			w.e.Notify()
 			return nil
 		}
 		if sent {
@@ -260,6 +260,15 @@ func (w *writer) attempts(reqs []*appendReq, buf *batchBuf) error {
 		case <-w.stop:
 		}
 	}
+}
+
+// answer tells every append of a committed group that it is done, and
+// wakes subscriptions.
+func (w *writer) answer(reqs []*appendReq) {
+	for _, r := range reqs {
+		r.done <- nil
+	}
+	w.e.Notify()
 }
 
 // fail answers every append of reqs with err: ErrUnknownOutcome for those a
@@ -865,8 +874,9 @@ func (e *eventDriver) queueCAS(b *pgx.Batch, rows map[string]*streamRow, buf *ba
 func (e *eventDriver) decide(reqs []*appendReq, st *batchState, buf *batchBuf) {
 	next := 0
 	var found []driver.Stored
-	for _, a := range reqs {
+	for i, a := range reqs {
 		r := a.r
+		last := i == len(reqs)-1
 		found = found[:0]
 		for j := range r.Events {
 			if s, ok := st.stored[r.Events[j].ID]; ok {
@@ -910,7 +920,9 @@ func (e *eventDriver) decide(reqs []*appendReq, st *batchState, buf *batchBuf) {
 			buf.metaEnds = append(buf.metaEnds, len(buf.metaBuf))
 			buf.times = append(buf.times, ev.Time)
 			ev.Stream, ev.Version, ev.Position = r.Stream, version, recado.NewPosition(uint64(major), uint64(seq))
-			st.stored[ev.ID] = driver.Stored{ID: ev.ID, Stream: r.Stream, Version: version, Position: ev.Position, Type: ev.Type, Data: data}
+			if !last { // for the requests after it
+				st.stored[ev.ID] = driver.Stored{ID: ev.ID, Stream: r.Stream, Version: version, Position: ev.Position, Type: ev.Type, Data: data}
+			}
 		}
 		r.FirstPosition, r.LastPosition = r.Events[0].Position, r.Events[len(r.Events)-1].Position
 		row.version = r.LastVersion
