@@ -23,7 +23,7 @@ type contract struct {
 }
 
 var contracts = [...]contract{
-	{name: "eventstore", migrations: []string{eventstoreV1}},
+	{name: "eventstore", migrations: []string{eventstoreV1, eventstoreV2}},
 }
 
 // eventstoreV1 creates the event store.
@@ -56,6 +56,16 @@ CREATE TABLE %[1]s.events (
 	CONSTRAINT events_id_key UNIQUE (id),
 	CONSTRAINT events_stream_version_key UNIQUE (stream, version)
 );
+`
+
+// eventstoreV2 compares stream names and event IDs bytewise (collation "C")
+// instead of by the database's collation: the indexes every append writes
+// (on IDs, on stream and version, on stream rows) compare with memcmp, and
+// stream rows sort in the order the writer sorts them in Go. Only the indexes
+// on those columns are rebuilt; the rows are not rewritten.
+const eventstoreV2 = `
+ALTER TABLE %[1]s.events ALTER COLUMN id TYPE text COLLATE "C", ALTER COLUMN stream TYPE text COLLATE "C";
+ALTER TABLE %[1]s.streams ALTER COLUMN stream TYPE text COLLATE "C";
 `
 
 // migrateLockKey is the first key of the transaction-scoped advisory lock that
@@ -216,16 +226,14 @@ RETURNING stream, version, deleted_version, tombstoned, major`),
 		// exist and cannot be locked without waiting.
 		heldStreams: r.Replace(`WITH free AS (SELECT stream FROM $S.streams WHERE stream = ANY($1::text[]) FOR UPDATE SKIP LOCKED)
 SELECT stream FROM $S.streams WHERE stream = ANY($1::text[]) EXCEPT SELECT stream FROM free`),
-		storedIDs:   r.Replace(`SELECT id, stream, version, type, data, major, seq FROM $S.events WHERE id = ANY($1::text[])`),
-		readStreams: r.Replace(`SELECT stream, version, deleted_version, tombstoned, major FROM $S.streams WHERE stream = ANY($1::text[])`),
-		xidAndSeqs:  r.Replace(`SELECT pg_current_xact_id()::text::bigint, nextval($Q) FROM generate_series(1, $1::int)`),
-		insertEvents: r.Replace(`INSERT INTO $S.events (` + cols + `)
-SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::bytea[], $8::bytea[], $9::timestamptz[])`),
+		storedIDs:    r.Replace(`SELECT id, stream, version, type, data, major, seq FROM $S.events WHERE id = ANY($1::text[])`),
+		readStreams:  r.Replace(`SELECT stream, version, deleted_version, tombstoned, major FROM $S.streams WHERE stream = ANY($1::text[])`),
+		xidAndSeqs:   r.Replace(`SELECT pg_current_xact_id()::text::bigint, nextval($Q) FROM generate_series(1, $1::int)`),
+		insertEvents: r.Replace(`INSERT INTO $S.events (` + cols + `) ` + unnestEvents),
 		// In a unit of work: insert the events but those whose ID is stored
 		// meanwhile, update the stream rows only if none was, and return the
 		// IDs inserted.
-		insertInTx: r.Replace(`WITH ins AS (INSERT INTO $S.events (` + cols + `)
-	SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::bytea[], $8::bytea[], $9::timestamptz[])
+		insertInTx: r.Replace(`WITH ins AS (INSERT INTO $S.events (` + cols + `) ` + unnestEvents + `
 	ON CONFLICT (id) DO NOTHING RETURNING id),
 upd AS (UPDATE $S.streams AS s SET version = u.version, major = u.major
 	FROM unnest($10::text[], $11::bigint[], $12::bigint[]) AS u(stream, version, major)
@@ -295,6 +303,14 @@ FROM (SELECT 1) one LEFT JOIN (
 	}
 }
 
+// unnestEvents selects the rows of an insert from nine arrays, one per
+// column: the parameters $1 to $9. The arrays are unnested in the select list
+// (a ProjectSet), not in FROM, where a function scan would first copy every
+// row into a tuplestore.
+const unnestEvents = `SELECT unnest($1::bigint[]) AS major, unnest($2::bigint[]) AS seq, unnest($3::text[]) AS id,
+	unnest($4::text[]) AS stream, unnest($5::bigint[]) AS version, unnest($6::text[]) AS type,
+	unnest($7::bytea[]) AS data, unnest($8::bytea[]) AS metadata, unnest($9::timestamptz[]) AS time`
+
 // newFastStmts returns the statements of the one-round-trip group commit
 // (see fastCommit); r puts the schema in.
 func newFastStmts(r *strings.Replacer, cols string) fastStmts {
@@ -336,8 +352,7 @@ SELECT CASE WHEN count(*) = $6 THEN 0 ELSE ('`+streamChanged+` ' || count(*))::i
 	ARRAY(SELECT nextval($Q) FROM generate_series(1, $10::int) ORDER BY 1) AS blocks),
 ins AS (INSERT INTO $S.events (`+cols+`)
 	SELECT greatest(k.xid, u.major), k.blocks[u.seq / `+seqBlockSQL+` + 1] + u.seq % `+seqBlockSQL+`, u.id, u.stream, u.version, u.type, u.data, u.metadata, u.time
-	FROM k, unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::bytea[], $8::bytea[], $9::timestamptz[])
-		AS u(major, seq, id, stream, version, type, data, metadata, time))
+	FROM k, (`+unnestEvents+` OFFSET 0) u)
 SELECT xid, blocks FROM k`),
 			int8s, int8s, texts, texts, int8s, texts, byteas, byteas, times, int4),
 	}

@@ -180,8 +180,8 @@ func TestOpenConcurrently(t *testing.T) {
 		err := r.Scan(&c, &v)
 		return fmt.Sprintf("%s/%d", c, v), err
 	})
-	if err != nil || fmt.Sprint(got) != "[eventstore/1]" {
-		t.Errorf("schema_versions = %v, %v; want [eventstore/1]", got, err)
+	if err != nil || fmt.Sprint(got) != "[eventstore/1 eventstore/2]" {
+		t.Errorf("schema_versions = %v, %v; want [eventstore/1 eventstore/2], each migration once", got, err)
 	}
 }
 
