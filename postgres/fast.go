@@ -179,6 +179,7 @@ func (e *eventDriver) fastCommit(ctx context.Context, reqs []*appendReq, st *bat
 	buf.wire = w
 	insert := p.add(ctx, q.fast.insert, params(w, ends))
 	commit := p.add(ctx, q.fast.commit, nil)
+	p.flush = commit // the commit's answer comes before the notification's
 	p.add(ctx, q.fast.notify, [][]byte{[]byte(q.channel)})
 	if p.err != nil {
 		return false, p.err // nothing sent
@@ -279,6 +280,7 @@ type fastPipeline struct {
 	conn  *pgx.Conn
 	sds   []*pgconn.StatementDescription
 	binds [][][]byte
+	flush int   // the server is asked to send the results up to this statement at once
 	err   error // of a preparation: nothing was sent
 }
 
@@ -310,6 +312,9 @@ func (p *fastPipeline) run(ctx context.Context, from, to int, result func(i int,
 	pl := p.conn.PgConn().StartPipeline(ctx)
 	for i := from; i < to; i++ {
 		pl.SendQueryStatement(p.sds[i], p.binds[i], binaryFormat, binaryFormat)
+		if i == p.flush && i < to-1 {
+			pl.SendFlushRequest()
+		}
 	}
 	err := pl.Sync()
 	for i := from; err == nil && i < to; i++ {
