@@ -129,6 +129,7 @@ type DB struct {
 	wg      sync.WaitGroup
 
 	ownPool   bool          // made by Connect: Close closes it
+	listening listening     // what the listener knows of subscriptions
 	listenPID atomic.Uint32 // backend pid of the LISTEN connection, for tests
 }
 
@@ -147,6 +148,7 @@ func Open(ctx context.Context, pool *pgxpool.Pool, opts Options) (*DB, error) {
 		opts.Writers = min(2, max(1, int(pool.Config().MaxConns)/2))
 	}
 	db := &DB{pool: pool, opts: opts, log: opts.Logger, schema: pgx.Identifier{opts.Schema}.Sanitize()}
+	db.listening.wanted = make(chan struct{}, 1)
 	db.q = newQueries(db.schema, channelName(opts.Schema))
 	if err := db.migrate(ctx); err != nil {
 		return nil, err
