@@ -24,6 +24,7 @@ type fakeDriver struct {
 	streams map[string]driver.State
 	reqs    []*driver.Request // every request the driver got
 	read    driver.Read       // the last read's settings
+	reads   int               // how many reads the driver was asked for
 
 	err     error                   // when set, every call fails with it
 	readErr error                   // when set, reads fail with it once the log is not empty
@@ -130,6 +131,7 @@ func (d *fakeDriver) events(ctx context.Context, r driver.Read, from int, keep f
 	return func(yield func(recado.Event, error) bool) {
 		d.mu.Lock()
 		d.read = r
+		d.reads++
 		var out []recado.Event
 		for i := from; i < len(d.log) && (r.Limit == 0 || len(out) < r.Limit); i++ {
 			if keep(&d.log[i]) {

@@ -109,8 +109,11 @@ type SubscribeOption func(*subscribeOptions)
 // with KindProgress messages so checkpoints still move.
 func WithFilter(f Filter) SubscribeOption { return func(o *subscribeOptions) { o.filter = f } }
 
-// WithBatchSize sets how many events each read of the log asks for (default
-// 256).
+// WithBatchSize sets how often a subscription takes stock while it reads
+// (default 256): after every n events read it checks ctx, and if the filter
+// passed none of the last events, reports how far it has read with a
+// KindProgress message. The log itself is read in the backend's own pages,
+// which this does not change.
 func WithBatchSize(n int) SubscribeOption { return func(o *subscribeOptions) { o.batchSize = n } }
 
 // WithPollInterval sets how often an idle subscription reads the log again in
@@ -150,18 +153,35 @@ func (s *Store) Subscribe(ctx context.Context, after recado.Position, opts ...Su
 		}
 		timer := time.NewTimer(o.pollInterval)
 		defer timer.Stop()
-		read := driver.Read{Limit: o.batchSize}
 		pos := after      // how far the log has been read
 		reported := after // the last position told to the subscriber
 		caughtUp := false // whether KindCaughtUp was sent for pos
+		// stock ends a batch of events read: it reports progress past
+		// events the filter skipped, and checks ctx.
+		stock := func() bool {
+			if reported != pos {
+				if !yield(Message{Kind: KindProgress, Position: pos}, nil) {
+					return false
+				}
+				reported = pos
+			}
+			if err := ctx.Err(); err != nil {
+				fail(err)
+				return false
+			}
+			return true
+		}
 		for {
 			committed := s.d.Committed()
 			if err := ctx.Err(); err != nil {
 				fail(err)
 				return
 			}
-			n := 0
-			for e, err := range s.d.ReadAll(ctx, pos, read) {
+			// One read to the end of the log, without a limit: the driver
+			// reads it in pages as large as it likes, as for ReadAll, instead
+			// of starting a new read every batch.
+			n, inBatch := 0, 0
+			for e, err := range s.d.ReadAll(ctx, pos, driver.Read{}) {
 				if err != nil {
 					fail(err)
 					return
@@ -174,18 +194,18 @@ func (s *Store) Subscribe(ctx context.Context, after recado.Position, opts ...Su
 					}
 					reported = pos
 				}
+				if inBatch++; inBatch == o.batchSize {
+					if !stock() {
+						return
+					}
+					inBatch = 0
+				}
 			}
 			if n > 0 {
 				caughtUp = false
-				if reported != pos {
-					if !yield(Message{Kind: KindProgress, Position: pos}, nil) {
-						return
-					}
-					reported = pos
+				if inBatch > 0 && !stock() {
+					return
 				}
-			}
-			if n == o.batchSize {
-				continue // more may be waiting
 			}
 			if !caughtUp {
 				if !yield(Message{Kind: KindCaughtUp, Position: pos}, nil) {

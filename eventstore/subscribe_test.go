@@ -149,6 +149,51 @@ func TestSubscribeResumesAfterPosition(t *testing.T) {
 	}
 }
 
+// TestSubscribeCatchesUpInOneRead: catching up is one read of the log
+// without a limit, whatever the batch size (which sets how often progress is
+// reported, not how the log is read): the driver pages a long read as it
+// does for ReadAll.
+func TestSubscribeCatchesUpInOneRead(t *testing.T) {
+	d := newFake()
+	s := New(d)
+	appendN(t, s, "a", "T", 10)
+	got := collect(t, s.Subscribe(context.Background(), recado.Position{}, WithBatchSize(3)),
+		func(m Message) bool { return m.Kind == KindCaughtUp })
+	if k := kinds(got); k != "EEEEEEEEEEC" {
+		t.Errorf("kinds = %s, want EEEEEEEEEEC", k)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.reads != 1 || d.read.Limit != 0 {
+		t.Errorf("caught up with %d reads, the last with limit %d; want 1 read without a limit", d.reads, d.read.Limit)
+	}
+}
+
+// TestSubscribeChecksContextEveryBatch: a subscription catching up stops
+// within a batch of the cancellation of its context, inside one long read.
+func TestSubscribeChecksContextEveryBatch(t *testing.T) {
+	s := New(newFake())
+	appendN(t, s, "a", "T", 10)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	events := 0
+	var last error
+	for m, err := range s.Subscribe(ctx, recado.Position{}, WithBatchSize(4)) {
+		if err != nil {
+			last = err
+			continue
+		}
+		if m.Kind == KindEvent {
+			if events++; events == 2 {
+				cancel()
+			}
+		}
+	}
+	if events != 4 || !errors.Is(last, context.Canceled) {
+		t.Errorf("cancelled at event 2 with batches of 4: %d events, then %v; want 4, then context.Canceled", events, last)
+	}
+}
+
 // TestSubscribePollsWithoutNotification: a commit the driver does not signal
 // (another process wrote, say) is found by polling.
 func TestSubscribePollsWithoutNotification(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/recado-dev/recado"
+	cdriver "github.com/recado-dev/recado/command/driver"
 	"github.com/recado-dev/recado/eventstore"
 	"github.com/recado-dev/recado/eventstore/driver"
 	dldriver "github.com/recado-dev/recado/resilience/deadletter/driver"
@@ -42,6 +43,11 @@ type DB struct {
 	idempotency *idempotencyKeys
 	inbox       *inboxEntries
 	leases      *leases
+
+	checkpoints *checkpoints // the projections' checkpoint store's driver
+	// Package command's stores.
+	commands  *commandRecords
+	snapshots *snapshots
 }
 
 // New returns an empty DB.
@@ -53,6 +59,9 @@ func New() *DB {
 	db.idempotency = &idempotencyKeys{db: db, recs: newTable[[2]string, idemdriver.Record]()}
 	db.inbox = &inboxEntries{db: db, entries: newTable[[2]string, inboxdriver.Entry]()}
 	db.leases = &leases{db: db, recs: newTable[string, leasedriver.Record]()}
+	db.checkpoints = newCheckpoints(db)
+	db.commands = newCommandRecords(db)
+	db.snapshots = &snapshots{db: db, snaps: newTable[string, cdriver.Snapshot]()}
 	return db
 }
 

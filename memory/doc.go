@@ -4,9 +4,10 @@
 //
 // A [DB] holds the stores: [DB.Events] is its event store; [DB.DeadLetters],
 // [DB.IdempotencyKeys], [DB.Inbox] and [DB.Leases] are the recoverability
-// stores of package resilience, each made with the caller's settings (its
-// clock, retention, limits). [DB.Tx] runs a unit of work that every store of
-// the DB joins (the event store through eventstore.InTx(tx), the others
+// stores of package resilience, [DB.Checkpoints] the projection checkpoint
+// store, and [DB.Commands] and [DB.Snapshots] package command's stores,
+// each made with the caller's settings (its clock, retention, limits).
+// [DB.Tx] runs a unit of work that every store of the DB joins (the event store through eventstore.InTx(tx), the others
 // through their tx argument): what it does commits together, or is undone
 // when its function returns an error or panics. As in SQLite, one writer changes the DB
 // at a time: a unit of work holds the writer until it ends, and a write

@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/recado-dev/recado/eventstore"
+	"github.com/recado-dev/recado/eventstore/driver"
 )
 
 // Options configure a [DB]. The zero value is a sensible default.
@@ -115,6 +116,8 @@ type DB struct {
 	events *eventDriver      // the event store's driver
 	store  *eventstore.Store // the front over it
 	units  openUnits
+	// checkpointsChanged wakes the checkpoint store's waiters.
+	checkpointsChanged driver.Signal
 
 	ctx    context.Context // ends on Close
 	cancel context.CancelFunc
@@ -126,6 +129,7 @@ type DB struct {
 	wg      sync.WaitGroup
 
 	ownPool   bool          // made by Connect: Close closes it
+	listening listening     // what the listener knows of subscriptions
 	listenPID atomic.Uint32 // backend pid of the LISTEN connection, for tests
 }
 
@@ -144,6 +148,7 @@ func Open(ctx context.Context, pool *pgxpool.Pool, opts Options) (*DB, error) {
 		opts.Writers = min(2, max(1, int(pool.Config().MaxConns)/2))
 	}
 	db := &DB{pool: pool, opts: opts, log: opts.Logger, schema: pgx.Identifier{opts.Schema}.Sanitize()}
+	db.listening.wanted = make(chan struct{}, 1)
 	db.q = newQueries(db.schema, channelName(opts.Schema))
 	if err := db.migrate(ctx); err != nil {
 		return nil, err
@@ -197,6 +202,7 @@ func (db *DB) Close() error {
 		db.cancel()
 		db.events.w.close()
 		db.events.Notify() // subscriptions read again and see ErrClosed
+		db.checkpointsChanged.Notify()
 		stopped := make(chan struct{})
 		go func() { db.wg.Wait(); close(stopped) }()
 		select {

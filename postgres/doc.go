@@ -52,4 +52,29 @@
 //
 // Subscribers are woken by LISTEN/NOTIFY, with polling as the fallback when a
 // notification is lost.
+//
+// # Checkpoints
+//
+// [DB.Checkpoints] is the store of package projection/checkpoint: a
+// projection's checkpoints, saved in the unit of work where its handler
+// writes the read model, so both commit together. Saves of a projection's
+// partitions share a lock on the projection's row; a swap of a rebuilt copy
+// takes it exclusively, and waits for them.
+//
+// # The recoverability stores
+//
+// [DB.DeadLetters], [DB.IdempotencyKeys], [DB.Inbox] and [DB.Leases] are the
+// stores of package resilience's contracts, each with its own tables and
+// migrations in the DB's schema. A call given a [*Tx] runs in that unit of
+// work, so a claim, a completion, a parked message or a lease's Guard commits
+// with the unit's appends and writes or not at all; other calls run in short
+// transactions of their own (READ COMMITTED, recado's own timeouts), begun and
+// committed in the same round trips as their statements. None holds a
+// transaction open across the caller's code. Each locks the rows it decides
+// on until its transaction ends: of concurrent claims of one key, one wins;
+// a Guard holds off a new holder's Acquire until the guarded unit of work
+// ends; the changes of one dead-letter key's queue happen one after another.
+// Idempotency keys claimed or completed outside a unit of work commit in
+// groups, as appends do. Cleanups delete in small batches that skip rows
+// another transaction holds.
 package postgres

@@ -105,6 +105,7 @@ func (a *appendReq) answer(r *driver.Request, err error) error {
 }
 
 func (e *eventDriver) appendInTx(ctx context.Context, tx *Tx, r *driver.Request) error {
+	e.w.cache.forget(r.Stream)
 	a := &appendReq{r: r}
 	var err error
 	for range maxCommitAttempts {
@@ -552,6 +553,7 @@ func (e *eventDriver) Delete(ctx context.Context, r *driver.Request) error {
 		}
 		return nil
 	}
+	e.w.cache.forget(r.Stream)
 	if r.Tx != nil {
 		tx, err := e.db.unit(r.Tx)
 		if err != nil {

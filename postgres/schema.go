@@ -23,7 +23,7 @@ type contract struct {
 }
 
 var contracts = [...]contract{
-	{name: "eventstore", migrations: []string{eventstoreV1}},
+	{name: "eventstore", migrations: []string{eventstoreV1, eventstoreV2}},
 }
 
 // eventstoreV1 creates the event store.
@@ -58,6 +58,16 @@ CREATE TABLE %[1]s.events (
 );
 `
 
+// eventstoreV2 compares stream names and event IDs bytewise (collation "C")
+// instead of by the database's collation: the indexes every append writes
+// (on IDs, on stream and version, on stream rows) compare with memcmp, and
+// stream rows sort in the order the writer sorts them in Go. Only the indexes
+// on those columns are rebuilt; the rows are not rewritten.
+const eventstoreV2 = `
+ALTER TABLE %[1]s.events ALTER COLUMN id TYPE text COLLATE "C", ALTER COLUMN stream TYPE text COLLATE "C";
+ALTER TABLE %[1]s.streams ALTER COLUMN stream TYPE text COLLATE "C";
+`
+
 // migrateLockKey is the first key of the transaction-scoped advisory lock that
 // serializes migrations of one schema across processes; the second is the
 // schema name's hash.
@@ -82,7 +92,7 @@ CREATE TABLE IF NOT EXISTS %[1]s.schema_versions (
 	if _, err := tx.Exec(ctx, setup); err != nil {
 		return fmt.Errorf("postgres: migrate schema %s: %w", db.schema, err)
 	}
-	for _, c := range contracts {
+	for _, c := range allContracts() {
 		if err := db.migrateContract(ctx, tx, c); err != nil {
 			return err
 		}
@@ -149,6 +159,9 @@ const streamChanged = "recado: stream changed by another writer"
 // (the sequence's increment).
 const seqBlock = 1024
 
+// seqBlockSQL is seqBlock in SQL text.
+const seqBlockSQL = "1024"
+
 // quoteLiteral quotes s as a PostgreSQL string literal, whatever the
 // server's standard_conforming_strings (as libpq's PQescapeLiteral does).
 func quoteLiteral(s string) string {
@@ -176,6 +189,8 @@ type queries struct {
 	updateStream string
 	notify       string
 	ownSettings  string
+
+	fast         fastStmts // the one-round-trip group commit's
 	customPlans  string
 	restorePlans string
 
@@ -201,6 +216,7 @@ func newQueries(schema, channel string) queries {
 	const cols = "major, seq, id, stream, version, type, data, metadata, time"
 	return queries{
 		channel: channel,
+		fast:    newFastStmts(r, cols),
 		// Upserting in stream order locks every stream row of a batch in one
 		// order, so two batches never deadlock.
 		lockStreams: r.Replace(`INSERT INTO $S.streams AS s (stream) SELECT unnest($1::text[]) ORDER BY 1
@@ -210,16 +226,14 @@ RETURNING stream, version, deleted_version, tombstoned, major`),
 		// exist and cannot be locked without waiting.
 		heldStreams: r.Replace(`WITH free AS (SELECT stream FROM $S.streams WHERE stream = ANY($1::text[]) FOR UPDATE SKIP LOCKED)
 SELECT stream FROM $S.streams WHERE stream = ANY($1::text[]) EXCEPT SELECT stream FROM free`),
-		storedIDs:   r.Replace(`SELECT id, stream, version, type, data, major, seq FROM $S.events WHERE id = ANY($1::text[])`),
-		readStreams: r.Replace(`SELECT stream, version, deleted_version, tombstoned, major FROM $S.streams WHERE stream = ANY($1::text[])`),
-		xidAndSeqs:  r.Replace(`SELECT pg_current_xact_id()::text::bigint, nextval($Q) FROM generate_series(1, $1::int)`),
-		insertEvents: r.Replace(`INSERT INTO $S.events (` + cols + `)
-SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::bytea[], $8::bytea[], $9::timestamptz[])`),
+		storedIDs:    r.Replace(`SELECT id, stream, version, type, data, major, seq FROM $S.events WHERE id = ANY($1::text[])`),
+		readStreams:  r.Replace(`SELECT stream, version, deleted_version, tombstoned, major FROM $S.streams WHERE stream = ANY($1::text[])`),
+		xidAndSeqs:   r.Replace(`SELECT pg_current_xact_id()::text::bigint, nextval($Q) FROM generate_series(1, $1::int)`),
+		insertEvents: r.Replace(`INSERT INTO $S.events (` + cols + `) ` + unnestEvents),
 		// In a unit of work: insert the events but those whose ID is stored
 		// meanwhile, update the stream rows only if none was, and return the
 		// IDs inserted.
-		insertInTx: r.Replace(`WITH ins AS (INSERT INTO $S.events (` + cols + `)
-	SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::bytea[], $8::bytea[], $9::timestamptz[])
+		insertInTx: r.Replace(`WITH ins AS (INSERT INTO $S.events (` + cols + `) ` + unnestEvents + `
 	ON CONFLICT (id) DO NOTHING RETURNING id),
 upd AS (UPDATE $S.streams AS s SET version = u.version, major = u.major
 	FROM unnest($10::text[], $11::bigint[], $12::bigint[]) AS u(stream, version, major)
@@ -286,5 +300,60 @@ FROM (SELECT 1) one LEFT JOIN (
 		SELECT prepared, NULL, age(transaction) FROM pg_prepared_xacts
 	) x ORDER BY age DESC LIMIT 1
 ) o ON true`),
+	}
+}
+
+// unnestEvents selects the rows of an insert from nine arrays, one per
+// column: the parameters $1 to $9. The arrays are unnested in the select list
+// (a ProjectSet), not in FROM, where a function scan would first copy every
+// row into a tuplestore.
+const unnestEvents = `SELECT unnest($1::bigint[]) AS major, unnest($2::bigint[]) AS seq, unnest($3::text[]) AS id,
+	unnest($4::text[]) AS stream, unnest($5::bigint[]) AS version, unnest($6::text[]) AS type,
+	unnest($7::bytea[]) AS data, unnest($8::bytea[]) AS metadata, unnest($9::timestamptz[]) AS time`
+
+// newFastStmts returns the statements of the one-round-trip group commit
+// (see fastCommit); r puts the schema in.
+func newFastStmts(r *strings.Replacer, cols string) fastStmts {
+	const (
+		text, int8, int4 = oidText, oidInt8, oidInt4
+		texts, int8s     = 1009, 1016 // text[], int8[]
+		byteas, times    = 1001, 1185 // bytea[], timestamptz[]
+	)
+	return fastStmts{
+		begin:  newFastStmt(beginOwn),
+		commit: newFastStmt("commit"),
+		notify: newFastStmt(`SELECT pg_notify($1, '')`, text),
+		// Its timeouts, and generic plans (or custom ones, for a group that
+		// updates rows).
+		settings:     newFastStmt(`SELECT set_config('plan_cache_mode', 'force_generic_plan', true), ` + ownTimeouts(groupLockWait)),
+		settingsCAS:  newFastStmt(`SELECT set_config('plan_cache_mode', 'force_custom_plan', true), ` + ownTimeouts(groupLockWait)),
+		genericPlans: newFastStmt(`SELECT set_config('plan_cache_mode', 'force_generic_plan', true)`),
+		// New stream rows, at the transaction's id: a unique violation if
+		// one exists.
+		newStreams: newFastStmt(r.Replace(`INSERT INTO $S.streams (stream, version, major)
+SELECT u.stream, u.version, pg_current_xact_id()::text::bigint FROM unnest($1::text[], $2::bigint[]) AS u(stream, version)`),
+			texts, int8s),
+		// Existing stream rows, only if each is still as predicted (its
+		// major too); otherwise the transaction fails, naming the cause. The
+		// new major is the transaction's id, or the row's major if that is
+		// larger.
+		cas: newFastStmt(r.Replace(`WITH c AS (
+	UPDATE $S.streams AS s SET version = u.version, major = greatest(pg_current_xact_id()::text::bigint, s.major)
+	FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[]) AS u(stream, version, old_version, old_deleted, old_major)
+	WHERE s.stream = u.stream AND s.version = u.old_version AND s.deleted_version = u.old_deleted AND NOT s.tombstoned AND s.major = u.old_major
+	RETURNING 1)
+SELECT CASE WHEN count(*) = $6 THEN 0 ELSE ('`+streamChanged+` ' || count(*))::int END FROM c`),
+			texts, int8s, int8s, int8s, int8s, int8),
+		// The events, each at major greatest(transaction id, its stream's
+		// major before) and at the sequence number its ordinal ($2) picks
+		// from blocks taken now (after the stream rows were written: see
+		// fastCommit); returns the transaction id and the blocks.
+		insert: newFastStmt(r.Replace(`WITH k AS MATERIALIZED (SELECT pg_current_xact_id()::text::bigint AS xid,
+	ARRAY(SELECT nextval($Q) FROM generate_series(1, $10::int) ORDER BY 1) AS blocks),
+ins AS (INSERT INTO $S.events (`+cols+`)
+	SELECT greatest(k.xid, u.major), k.blocks[u.seq / `+seqBlockSQL+` + 1] + u.seq % `+seqBlockSQL+`, u.id, u.stream, u.version, u.type, u.data, u.metadata, u.time
+	FROM k, (`+unnestEvents+` OFFSET 0) u)
+SELECT xid, blocks FROM k`),
+			int8s, int8s, texts, texts, int8s, texts, byteas, byteas, times, int4),
 	}
 }

@@ -15,8 +15,10 @@ import (
 	"github.com/recado-dev/recado/eventstore/driver"
 )
 
-// Tx is a unit of work: appends and deletes made with [eventstore.InTx](tx)
-// and the caller's own statements on [Tx.Pgx] commit together, or not at all.
+// Tx is a unit of work: appends and deletes made with [eventstore.InTx](tx),
+// the calls of the DB's other stores given tx (a dead letter, an idempotency
+// key, an inbox claim, a lease's Guard) and the caller's own statements on
+// [Tx.Pgx] commit together, or not at all.
 // It is a [recado.Tx], valid only inside the function given to [DB.Tx] and on
 // its goroutine.
 //

@@ -43,10 +43,11 @@ const (
 // stream whose row another transaction holds wait in the park lane, so they
 // hold up neither their group nor the writers.
 type writer struct {
-	e    *eventDriver
-	reqs chan *appendReq // unbuffered: a sent request is the writer's
-	stop chan struct{}
-	park parkLane
+	e     *eventDriver
+	reqs  chan *appendReq // unbuffered: a sent request is the writer's
+	stop  chan struct{}
+	park  parkLane
+	cache rowCache // the predictions of fastCommit
 }
 
 // A group commit is tried again after a lost connection up to
@@ -202,13 +203,24 @@ func (w *writer) split(reqs []*appendReq, buf *batchBuf) {
 // error, the appends unanswered.
 func (w *writer) attempts(reqs []*appendReq, buf *batchBuf) error {
 	lost := 0 // attempts that failed for a lost connection
+	predicted, fast := w.predict(reqs, buf)
+	fast = fast && !w.e.hooks.serialize
 	for attempt := 1; ; attempt++ {
-		sent, err := w.e.execute(w.e.db.ctx, nil, reqs, buf, attempt > 1)
-		if err == nil {
-			for _, r := range reqs {
-				r.done <- nil
+		var sent bool
+		var err error
+		answered := false
+		if fast {
+			sent, err = w.e.fastCommit(w.e.db.ctx, reqs, predicted, buf, func() { answered = true; w.answer(reqs) })
+			if h := w.e.hooks.fast; h != nil && err != nil {
+				h(false)
 			}
-			w.e.Notify()
+		} else {
+			sent, err = w.e.execute(w.e.db.ctx, nil, reqs, buf, attempt > 1)
+		}
+		if err == nil {
+			if !answered {
+				w.answer(reqs)
+			}
 			return nil
 		}
 		if sent {
@@ -222,6 +234,15 @@ func (w *writer) attempts(reqs []*appendReq, buf *batchBuf) error {
 		}
 		if errors.Is(err, errNeedIDs) {
 			continue // at once, looking up every ID
+		}
+		if fast {
+			fast = false
+			if predictionFailed(err) {
+				// Decide on the facts, read (the stream rows locked, every
+				// ID looked up), at once.
+				w.cache.forget(streamsOf(reqs)...)
+				continue
+			}
 		}
 		if connLost(err) {
 			lost++
@@ -239,6 +260,15 @@ func (w *writer) attempts(reqs []*appendReq, buf *batchBuf) error {
 		case <-w.stop:
 		}
 	}
+}
+
+// answer tells every append of a committed group that it is done, and
+// wakes subscriptions.
+func (w *writer) answer(reqs []*appendReq) {
+	for _, r := range reqs {
+		r.done <- nil
+	}
+	w.e.Notify()
 }
 
 // fail answers every append of reqs with err: ErrUnknownOutcome for those a
@@ -290,6 +320,15 @@ func (w *writer) isolateLocked(reqs []*appendReq, buf *batchBuf, err error) {
 	default:
 		w.split(reqs, buf)
 	}
+}
+
+// streamsOf returns the streams of reqs.
+func streamsOf(reqs []*appendReq) []string {
+	streams := make([]string, len(reqs))
+	for i, r := range reqs {
+		streams[i] = r.r.Stream
+	}
+	return streams
 }
 
 func oneStream(reqs []*appendReq) bool {
@@ -404,6 +443,7 @@ type batchBuf struct {
 	times                  []time.Time
 	metaBuf                []byte
 	metaEnds               []int
+	wire                   []byte // the encoded parameters of a one-round-trip commit
 
 	uStreams          []string
 	uVersions, uMajor []int64
@@ -520,6 +560,9 @@ func (e *eventDriver) execute(ctx context.Context, unit *Tx, reqs []*appendReq, 
 		return false, errNeedIDs
 	}
 	sent, err = e.write(ctx, conn, own, st, buf, lock)
+	if err == nil && own && len(buf.ids) > 0 {
+		e.w.cache.update(st.rows) // committed
+	}
 	if h := e.hooks.afterCommit; h != nil && err == nil && own {
 		err = h(len(reqs))
 	}
@@ -560,7 +603,7 @@ func release(c *pgxpool.Conn, healthy bool) {
 // batchState is what the first round trip of a commit learns.
 type batchState struct {
 	rows     map[string]*streamRow    // by stream: as read (a zero row if none)
-	stored   map[string]driver.Stored // by ID: the batch's events already stored
+	stored   map[string]driver.Stored // by ID: the batch's events already stored, then those it writes (sized for all)
 	xid      int64                    // the transaction's id
 	seqs     []int64                  // sequence numbers, one per event, increasing
 	planMode string                   // plan_cache_mode to restore
@@ -588,7 +631,7 @@ func (e *eventDriver) readState(ctx context.Context, conn sender, own bool, reqs
 	slices.Sort(streams)
 	streams = slices.Compact(streams)
 
-	st := &batchState{rows: make(map[string]*streamRow, len(streams)), stored: make(map[string]driver.Stored)}
+	st := &batchState{rows: make(map[string]*streamRow, len(streams)), stored: make(map[string]driver.Stored, total)}
 	var blocks []int64
 	b := &pgx.Batch{}
 	// Plan the lookups and the stream update for their arguments. A generic
@@ -704,6 +747,13 @@ func (e *eventDriver) write(ctx context.Context, conn sender, own bool, st *batc
 	// transaction would take PostgreSQL's global notify lock across the
 	// commit's WAL flush, serializing every notifying commit.
 	b.Queue(q.notify, q.channel)
+	return e.sendCommit(ctx, conn, b, buf)
+}
+
+// sendCommit sends b, a pipeline that ends a group commit's transaction with
+// its commit (answered to buf.replies) and a notification. sent reports that
+// the commit may have happened, so that the outcome of a failure is unknown.
+func (e *eventDriver) sendCommit(ctx context.Context, conn sender, b *pgx.Batch, buf *batchBuf) (sent bool, err error) {
 	// Close gives up on the commit only if the server has not answered
 	// within closeGrace (see DB.Close).
 	nc := conn.(*pgx.Conn).PgConn().Conn()
@@ -824,8 +874,9 @@ func (e *eventDriver) queueCAS(b *pgx.Batch, rows map[string]*streamRow, buf *ba
 func (e *eventDriver) decide(reqs []*appendReq, st *batchState, buf *batchBuf) {
 	next := 0
 	var found []driver.Stored
-	for _, a := range reqs {
+	for i, a := range reqs {
 		r := a.r
+		last := i == len(reqs)-1
 		found = found[:0]
 		for j := range r.Events {
 			if s, ok := st.stored[r.Events[j].ID]; ok {
@@ -869,7 +920,9 @@ func (e *eventDriver) decide(reqs []*appendReq, st *batchState, buf *batchBuf) {
 			buf.metaEnds = append(buf.metaEnds, len(buf.metaBuf))
 			buf.times = append(buf.times, ev.Time)
 			ev.Stream, ev.Version, ev.Position = r.Stream, version, recado.NewPosition(uint64(major), uint64(seq))
-			st.stored[ev.ID] = driver.Stored{ID: ev.ID, Stream: r.Stream, Version: version, Position: ev.Position, Type: ev.Type, Data: data}
+			if !last { // for the requests after it
+				st.stored[ev.ID] = driver.Stored{ID: ev.ID, Stream: r.Stream, Version: version, Position: ev.Position, Type: ev.Type, Data: data}
+			}
 		}
 		r.FirstPosition, r.LastPosition = r.Events[0].Position, r.Events[len(r.Events)-1].Position
 		row.version = r.LastVersion
@@ -903,6 +956,9 @@ type testHooks struct {
 	// afterCommit runs after a commit of so many appends succeeded; an error
 	// makes the writer believe the reply was lost.
 	afterCommit func(appends int) error
+	// fast, if set, is told the end of each one-round-trip commit: whether
+	// it committed.
+	fast func(committed bool)
 	// grace, if set, replaces closeGrace.
 	grace time.Duration
 	// serialize makes every group commit take one transaction-scoped advisory

@@ -148,12 +148,13 @@ type DB struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	waiting atomic.Int64 // appends sent and not yet taken or given up, for tests
+	waiting atomic.Int64 // group-commit writes sent and not yet taken or given up, for tests
 
-	signal driver.Signal
-	stats  struct{ commits, appends, events, txs atomic.Uint64 }
-	events *eventDriver      // the event store's driver
-	store  *eventstore.Store // the front over it
+	signal        driver.Signal // events committed
+	checkpointSig driver.Signal // projection checkpoints committed (DB.Checkpoints)
+	stats         struct{ commits, appends, events, txs atomic.Uint64 }
+	events        *eventDriver      // the event store's driver
+	store         *eventstore.Store // the front over it
 }
 
 // Memory is the path that opens a private, throwaway database (for tests,
@@ -341,6 +342,7 @@ func (db *DB) Close() error {
 		first = true
 		close(db.closing)
 		db.signal.Notify() // wake idle subscriptions: their next read reports ErrClosed
+		db.checkpointSig.Notify()
 		<-db.done
 		db.writeLock <- struct{}{} // wait for a running Tx; never released
 		db.closeErr = db.closeConns()

@@ -6,9 +6,14 @@
 // *eventstore.Store over this package's driver (package eventstore/driver):
 // the Store validates, copies and reports errors as on every backend, and the
 // driver stores, reads and decides each request with the contract's rules
-// inside its own transaction. The stores added later (checkpoints, dead
-// letters, ...) are further parts of the same DB and share its file, its
-// writer and its unit of work.
+// inside its own transaction. The recoverability stores ([DB.DeadLetters],
+// [DB.IdempotencyKeys], [DB.Inbox], [DB.Leases]; package resilience's
+// fronts over this package's drivers), package command's stores
+// ([DB.Commands], [DB.Snapshots]) and the projections' checkpoint store
+// ([DB.Checkpoints], package projection/checkpoint's front) are further parts
+// of the same DB and share its file, its writer and its unit of work: a
+// projection's read model in a table of the file commits with its
+// checkpoint.
 //
 // # One writer, group commit
 //
@@ -60,6 +65,36 @@
 // the transaction inside SQLite (an interrupted write, disk full, I/O errors):
 // after one, every call of the Tx fails with [ErrTxAborted] and nothing
 // commits.
+//
+// # Recoverability stores
+//
+// The dead-letter queue, the idempotency keys, the inbox and the leases keep
+// their rows in the same file (tables recado_dead_letters,
+// recado_idempotency_keys, recado_inbox, recado_leases) and write through the
+// same single writer, so each of their writes is serialised with every other
+// write of the file: of concurrent claims of one key or message exactly one
+// wins, and each decides on what the ones before it stored. Given a [Tx], a
+// write joins the unit of work (an inbox claim commits with its effect, a
+// dead letter with the consumer moving past its message) and what it read
+// stays as it read it until the unit ends: a lease's Guard in a unit of work
+// holds off every Acquire of the lease, in this process or another, until
+// the unit commits. Without a Tx, a claim, completion or release of an
+// idempotency key, an inbox claim and a lease's Acquire, Renew or Release go
+// through group commit beside the appends; the dead-letter queue's writes
+// and the batched cleanups run in short transactions of their own. Reads
+// (a lease, whether a message was handled, the operators' lists) run on the
+// read connections and see what has committed.
+//
+// # Command stores
+//
+// The command records and the snapshots keep their rows in tables
+// recado_commands and recado_snapshots, each under its own schema contract.
+// Given a [Tx], an accept, a worker's state change and a snapshot's save
+// join the unit of work: a command's events and its "succeeded" state
+// commit together. Without one, an accept and a snapshot's save go through
+// group commit beside the appends, and a state change runs in a transaction
+// of its own. The workers find pending commands through a partial index of
+// the pending records, by queue and acceptance order.
 //
 // # Durability
 //

@@ -18,6 +18,8 @@ type readConn struct {
 	begin, commit                                *sqlite3.Stmt
 	// inTx: a read transaction is open (begin ran), which readPage ends.
 	inTx bool
+	// cache holds the other stores' statements.
+	cache stmtCache
 }
 
 const eventColumns = "pos, id, stream, version, type, data, metadata, time"
@@ -27,7 +29,7 @@ func openReadConn(uri string) (*readConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &readConn{conn: c}
+	r := &readConn{conn: c, cache: stmtCache{conn: c}}
 	err = prepare(c, []stmtDef{
 		{&r.allFwd, "SELECT " + eventColumns + " FROM recado_events WHERE pos > ? ORDER BY pos LIMIT ?"},
 		{&r.allBack, "SELECT " + eventColumns + " FROM recado_events WHERE pos < ? ORDER BY pos DESC LIMIT ?"},
@@ -44,7 +46,8 @@ func openReadConn(uri string) (*readConn, error) {
 }
 
 func (r *readConn) close() error {
-	return errors.Join(closeStmts(r.allFwd, r.allBack, r.streamFwd, r.streamBack, r.stat, r.begin, r.commit), r.conn.Close())
+	return errors.Join(closeStmts(r.allFwd, r.allBack, r.streamFwd, r.streamBack, r.stat, r.begin, r.commit),
+		r.cache.close(), r.conn.Close())
 }
 
 // beginRead opens a read transaction, so that the statements that follow see

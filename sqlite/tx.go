@@ -40,11 +40,12 @@ var ErrTxAborted = eventstore.ErrTxAborted
 // method fails: what would run next would otherwise run outside any
 // transaction and commit statement by statement.
 type Tx struct {
-	db       *DB
-	done     bool
-	cause    error    // why SQLite ended the transaction; nil while it is open
-	appended bool     // events were appended: notify subscribers after commit
-	onCommit []func() // run once the transaction has committed
+	db           *DB
+	done         bool
+	cause        error    // why SQLite ended the transaction; nil while it is open
+	appended     bool     // events were appended: notify subscribers after commit
+	checkpointed bool     // checkpoints were written: notify their waiters after commit
+	onCommit     []func() // run once the transaction has committed
 }
 
 var (
@@ -208,6 +209,9 @@ func (db *DB) runTx(ctx context.Context, fn func(tx *Tx) error) (_ *Tx, err erro
 	committed = true
 	if tx.appended {
 		db.signal.Notify()
+	}
+	if tx.checkpointed {
+		db.checkpointSig.Notify()
 	}
 	return tx, nil
 }

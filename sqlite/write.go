@@ -26,11 +26,12 @@ type writeStmts struct {
 	byID, stream                   *sqlite3.Stmt
 	insert, setVersion             *sqlite3.Stmt
 	softDelete, tombstone          *sqlite3.Stmt
-	meta                           []byte // scratch for encoded metadata
+	meta                           []byte    // scratch for encoded metadata
+	cache                          stmtCache // the other stores' statements
 }
 
 func prepareWrite(c *sqlite3.Conn) (*writeStmts, error) {
-	s := &writeStmts{conn: c}
+	s := &writeStmts{conn: c, cache: stmtCache{conn: c}}
 	err := prepare(c, []stmtDef{
 		{&s.begin, "BEGIN IMMEDIATE"},
 		{&s.commit, "COMMIT"},
@@ -54,8 +55,8 @@ ON CONFLICT (name) DO UPDATE SET tombstoned = 1`},
 }
 
 func (s *writeStmts) close() error {
-	return closeStmts(s.begin, s.commit, s.rollback, s.savepoint, s.rollbackTo, s.release,
-		s.byID, s.stream, s.insert, s.setVersion, s.softDelete, s.tombstone)
+	return errors.Join(closeStmts(s.begin, s.commit, s.rollback, s.savepoint, s.rollbackTo, s.release,
+		s.byID, s.stream, s.insert, s.setVersion, s.softDelete, s.tombstone), s.cache.close())
 }
 
 // inTx reports whether the connection is inside a transaction: after some
@@ -264,13 +265,26 @@ const (
 	reqAbandoned
 )
 
-// appendReq is one append waiting for group commit.
+// appendReq is one write waiting for group commit: an append of events (r),
+// or a write of another store of the DB (op).
 type appendReq struct {
-	r      *driver.Request
+	r *driver.Request
+	// op, when r is nil, runs the write on the writer inside the group's
+	// transaction. It may run more than once (the group runs again when a
+	// write of it fails), each time on the state the writes before it left:
+	// it must decide afresh each time, as Request.Decide does.
+	op     func(w *writeStmts) error
 	state  atomic.Int32
 	lookup bool          // look the IDs up before deciding (see errPartial)
-	err    error         // the storage error of r, or of its group's transaction
+	err    error         // the storage error of r or op, or of its group's transaction
 	done   chan struct{} // receives once r is decided (and committed) or err is set
+}
+
+// reset forgets what a run of the group decided for q's append.
+func (q *appendReq) reset() {
+	if q.r != nil {
+		q.r.Reset()
+	}
 }
 
 // appendReqs recycles the requests of group commit, each with its channel. A
@@ -284,23 +298,62 @@ func (q *appendReq) reply(err error) {
 	q.done <- struct{}{}
 }
 
-// groupAppend sends r to the writer and waits until it is committed.
-func (db *DB) groupAppend(ctx context.Context, r *driver.Request) error {
+// send puts q in the writer's queue, pending, unless ctx ends or the DB
+// closes first. On an error q is recycled.
+func (db *DB) send(ctx context.Context, q *appendReq) error {
 	if err := ctx.Err(); err != nil {
-		return err
+		return q.recycle(err)
 	}
-	q := appendReqs.Get().(*appendReq)
-	q.r = r
 	q.state.Store(reqPending)
 	db.waiting.Add(1)
 	select {
 	case db.queue <- q:
+		return nil
 	case <-ctx.Done():
 		db.waiting.Add(-1)
 		return q.recycle(ctx.Err())
 	case <-db.closing:
 		db.waiting.Add(-1)
 		return q.recycle(driver.ErrClosed)
+	}
+}
+
+// groupWrite runs op, a write of one of the DB's stores outside any unit of
+// work, in the next group commit, and returns once that has committed (or
+// failed). A caller whose ctx ends before the writer takes op gets ctx's
+// error and op never runs; once taken, op's group runs to its end (a few
+// statements, or the busy timeout while another process holds the file's
+// lock) and groupWrite waits for it: the caller learns the outcome, which a
+// store's contract has no "unknown" for.
+func (db *DB) groupWrite(ctx context.Context, op func(w *writeStmts) error) error {
+	q := appendReqs.Get().(*appendReq)
+	q.op = op
+	if err := db.send(ctx, q); err != nil {
+		return err
+	}
+	select {
+	case <-q.done:
+		return q.recycle(q.err)
+	case <-ctx.Done():
+	case <-db.done:
+	}
+	if q.state.CompareAndSwap(reqPending, reqAbandoned) {
+		db.waiting.Add(-1)
+		if ctx.Err() != nil {
+			return ctx.Err() // never sent to the database
+		}
+		return driver.ErrClosed
+	}
+	<-q.done
+	return q.recycle(q.err)
+}
+
+// groupAppend sends r to the writer and waits until it is committed.
+func (db *DB) groupAppend(ctx context.Context, r *driver.Request) error {
+	q := appendReqs.Get().(*appendReq)
+	q.r = r
+	if err := db.send(ctx, q); err != nil {
+		return err
 	}
 	select {
 	case <-q.done:
@@ -329,7 +382,7 @@ func (db *DB) groupAppend(ctx context.Context, r *driver.Request) error {
 // recycle puts q back in the pool, once nothing else holds it, and returns
 // err.
 func (q *appendReq) recycle(err error) error {
-	q.r, q.err, q.lookup = nil, nil, false
+	q.r, q.op, q.err, q.lookup = nil, nil, nil, false
 	appendReqs.Put(q)
 	return err
 }
@@ -417,10 +470,10 @@ func (db *DB) drain(waiting []*appendReq) {
 	}
 }
 
-// commitBatch commits the batch's appends in one transaction, each decided in
-// queue order on the state the ones before it left, and replies to each. An
-// append that meets a storage error fails alone: the transaction is rolled
-// back and run again without it.
+// commitBatch commits the batch's writes (appends, and the other stores'
+// writes) in one transaction, each decided in queue order on the state the
+// ones before it left, and replies to each. A write that meets a storage
+// error fails alone: the transaction is rolled back and run again without it.
 func (db *DB) commitBatch(batch []*appendReq) {
 	for len(batch) > 0 {
 		failed, err := db.tryBatch(batch)
@@ -431,14 +484,14 @@ func (db *DB) commitBatch(batch []*appendReq) {
 		case failed < 0: // the transaction itself failed: everyone gets the error
 			db.log.Error("sqlite: group commit failed", "path", db.path, "appends", len(batch), "err", err)
 			for _, q := range batch {
-				q.r.Reset()
+				q.reset()
 				q.reply(fmt.Errorf("group commit: %w", err))
 			}
 			return
 		case err == errPartial: // run the group again, that append looking its IDs up first
 			batch[failed].lookup = true
 		default:
-			batch[failed].r.Reset()
+			batch[failed].reset()
 			batch[failed].reply(err)
 			batch = append(batch[:failed], batch[failed+1:]...)
 		}
@@ -456,7 +509,13 @@ func (db *DB) tryBatch(batch []*appendReq) (failed int, err error) {
 			return err
 		}
 		for i, q := range batch {
-			if err := w.apply(q.r, q.lookup); err != nil {
+			var err error
+			if q.op != nil {
+				err = q.op(w)
+			} else {
+				err = w.apply(q.r, q.lookup)
+			}
+			if err != nil {
 				db.rollback(w)
 				failed = i
 				return err
@@ -486,7 +545,7 @@ func (db *DB) rollback(w *writeStmts) {
 func (db *DB) committed(batch []*appendReq) {
 	var appends, events uint64
 	for _, q := range batch {
-		if q.r.Outcome == driver.Written {
+		if q.r != nil && q.r.Outcome == driver.Written {
 			appends++
 			events += uint64(len(q.r.Events))
 		}

@@ -12,7 +12,8 @@ import (
 	"github.com/recado-dev/recado/eventstore"
 )
 
-// Sizes of the shared benchmarks (DESIGN.md section 10).
+// Sizes of the shared benchmarks, fixed so that figures compare across
+// backends and over time.
 const (
 	benchWriters     = 64
 	benchBatch       = 100

@@ -13,6 +13,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"math/rand/v2"
 	"time"
 
 	"github.com/recado-dev/recado"
@@ -62,8 +63,10 @@ type Record struct {
 	Scope, Key  string
 	Fingerprint []byte
 	State       State
-	// Token identifies the claim that holds the key: it grows by one each
-	// time the key is claimed anew.
+	// Token identifies the claim that holds the key. A record that is
+	// created starts at a random token (a released record is deleted, so a
+	// count would start again and a released claim could pass for the next
+	// one); a take-over adds one.
 	Token uint64
 	// Response is the stored response of a completed request.
 	Response []byte
@@ -175,7 +178,7 @@ func (r *Request) Decide(cur Record, found bool) bool {
 	case !live:
 		r.Outcome = New
 		r.Next = Record{Scope: r.Scope, Key: r.Key, Fingerprint: r.Fingerprint, State: InProgress,
-			Token: cur.Token + 1, Created: r.Now, Locked: r.Now}
+			Token: freshToken(cur.Token), Created: r.Now, Locked: r.Now}
 		return true
 	case !bytes.Equal(cur.Fingerprint, r.Fingerprint):
 		r.Outcome = Mismatch
@@ -190,4 +193,14 @@ func (r *Request) Decide(cur Record, found bool) bool {
 		return true
 	}
 	return false
+}
+
+// freshToken returns the token of a new record: random, never 0 and never
+// old (the token of the expired record it replaces, if any).
+func freshToken(old uint64) uint64 {
+	for {
+		if t := rand.Uint64() >> 1; t != 0 && t != old {
+			return t
+		}
+	}
 }

@@ -279,6 +279,20 @@ func testRelease(t *testing.T, e *env) {
 	// A released key is free: even another payload may use it.
 	again := mustClaim(t, e.Store, nil, "alice", "k1", fpB)
 	wantStatus(t, again, idempotency.Claimed)
+	// The released claim stays lost: its holder, carrying on by mistake,
+	// can neither complete nor release the new claim of the same key.
+	if again.Token == c.Token {
+		t.Errorf("the claim after a release has the released claim's token %d", c.Token)
+	}
+	if err := e.Store.Complete(t.Context(), nil, c, []byte("stale")); !errors.Is(err, idempotency.ErrLost) {
+		t.Errorf("Complete with the released claim after a new claim = %v, want ErrLost", err)
+	}
+	if err := e.Store.Release(t.Context(), nil, c); !errors.Is(err, idempotency.ErrLost) {
+		t.Errorf("Release with the released claim after a new claim = %v, want ErrLost", err)
+	}
+	if err := e.Store.Complete(t.Context(), nil, again, []byte("r")); err != nil {
+		t.Errorf("Complete of the new claim: %v", err)
+	}
 }
 
 func testLockTimeout(t *testing.T, e *env) {
@@ -313,8 +327,8 @@ func testExpiry(t *testing.T, e *env) {
 	e.clock.Advance(time.Microsecond)
 	fresh := mustClaim(t, e.Store, nil, "alice", "k1", fpB) // expired: absent, any payload
 	wantStatus(t, fresh, idempotency.Claimed)
-	if !fresh.Created.Equal(now(e)) || fresh.Token <= c.Token {
-		t.Errorf("claim of an expired key = %+v, want created now with a token above %d", fresh, c.Token)
+	if !fresh.Created.Equal(now(e)) || fresh.Token == c.Token {
+		t.Errorf("claim of an expired key = %+v, want created now with a token other than %d", fresh, c.Token)
 	}
 	// A claim in progress expires too, and its Complete fails.
 	old := mustClaim(t, e.Store, nil, "alice", "k2", fpA)
